@@ -1,0 +1,106 @@
+"""SQL tables of the road graph store (SQLAlchemy 2). The schema itself is made only
+by the Alembic revisions in ``migrations/``; these classes describe it for queries."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    CheckConstraint,
+    DateTime,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    Text,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+class MapVersion(Base):
+    """One imported OSM file. Exactly one row is active at a time (or none before the first import)."""
+
+    __tablename__ = "map_versions"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    name: Mapped[str] = mapped_column(String(200))
+    source_checksum: Mapped[str] = mapped_column(String(64), unique=True)
+    source_path: Mapped[str] = mapped_column(Text)
+    node_count: Mapped[int] = mapped_column(Integer)
+    edge_count: Mapped[int] = mapped_column(Integer)
+    min_lat: Mapped[float] = mapped_column(Float)
+    min_lon: Mapped[float] = mapped_column(Float)
+    max_lat: Mapped[float] = mapped_column(Float)
+    max_lon: Mapped[float] = mapped_column(Float)
+    imported_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    is_active: Mapped[bool] = mapped_column(Boolean, default=False)
+    traffic_epoch: Mapped[int] = mapped_column(Integer, default=0)
+
+
+class RoadNode(Base):
+    __tablename__ = "road_nodes"
+
+    map_version_id: Mapped[int] = mapped_column(ForeignKey("map_versions.id", ondelete="CASCADE"), primary_key=True)
+    node_index: Mapped[int] = mapped_column(Integer, primary_key=True)
+    osm_id: Mapped[int] = mapped_column(BigInteger)
+    lat: Mapped[float] = mapped_column(Float)
+    lon: Mapped[float] = mapped_column(Float)
+
+
+class RoadEdge(Base):
+    """A directed road segment between two intersections; a two-way street is two rows."""
+
+    __tablename__ = "road_edges"
+
+    map_version_id: Mapped[int] = mapped_column(ForeignKey("map_versions.id", ondelete="CASCADE"), primary_key=True)
+    edge_index: Mapped[int] = mapped_column(Integer, primary_key=True)
+    source_node: Mapped[int] = mapped_column(Integer)
+    target_node: Mapped[int] = mapped_column(Integer)
+    osm_way_id: Mapped[int] = mapped_column(BigInteger)
+    length_m: Mapped[float] = mapped_column(Float)
+    speed_kph: Mapped[float] = mapped_column(Float)
+    road_class: Mapped[str] = mapped_column(String(32))
+    oneway: Mapped[bool] = mapped_column(Boolean)
+    geometry: Mapped[str] = mapped_column(Text)  # encoded polyline, precision 6, source to target
+
+
+class TrafficProfile(Base):
+    """Speed factor for a road class or one edge in a 15-minute bucket of a weekday or weekend."""
+
+    __tablename__ = "traffic_profiles"
+    __table_args__ = (
+        CheckConstraint("(road_class IS NULL) <> (edge_index IS NULL)", name="ck_traffic_profiles_target"),
+        CheckConstraint("bucket >= 0 AND bucket < 96", name="ck_traffic_profiles_bucket"),
+        Index("ix_traffic_profiles_map", "map_version_id"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    map_version_id: Mapped[int] = mapped_column(ForeignKey("map_versions.id", ondelete="CASCADE"))
+    road_class: Mapped[str | None] = mapped_column(String(32), nullable=True)
+    edge_index: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    day_type: Mapped[str] = mapped_column(String(8))  # 'weekday' | 'weekend'
+    bucket: Mapped[int] = mapped_column(Integer)
+    speed_factor: Mapped[float] = mapped_column(Float)
+
+
+class LiveTrafficObservation(Base):
+    """A measured speed on one directed edge, valid until ``expires_at``."""
+
+    __tablename__ = "live_traffic_observations"
+    __table_args__ = (Index("ix_live_traffic_map_expiry", "map_version_id", "expires_at"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    map_version_id: Mapped[int] = mapped_column(ForeignKey("map_versions.id", ondelete="CASCADE"))
+    edge_index: Mapped[int] = mapped_column(Integer)
+    speed_kph: Mapped[float] = mapped_column(Float)
+    observed_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    expires_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    source: Mapped[str] = mapped_column(String(64), default="api")
+    traffic_epoch: Mapped[int] = mapped_column(Integer)

@@ -1,0 +1,116 @@
+"""Snap (lat, lon) to the nearest position on a road.
+
+Road geometry is cut into straight segments in a local metric projection; a KD-tree
+over points sampled along each segment (at most ``SAMPLE_SPACING_M`` apart) finds
+candidates, and the exact point-to-segment distance decides. The nearest segment's
+closest point is within ``d + SAMPLE_SPACING_M / 2`` of one of its samples, which
+bounds the candidate search, so the answer is exact, not approximate.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from scipy.spatial import cKDTree
+
+from graph_store.geo import LocalProjection
+
+SAMPLE_SPACING_M = 20.0
+_K = 16
+
+
+@dataclass(frozen=True)
+class SnapResult:
+    """Where points landed on the road network (arrays, one row per input point).
+
+    ``edge`` is a directed edge whose geometry holds the point; ``fraction`` in [0, 1]
+    is the position along it by length; ``distance_m`` the straight-line distance from
+    the input to the road.
+    """
+
+    edge: np.ndarray  # int64
+    fraction: np.ndarray  # float64
+    lat: np.ndarray
+    lon: np.ndarray
+    distance_m: np.ndarray
+
+
+class SegmentIndex:
+    """Nearest-segment lookup over a set of polylines (one per indexed edge)."""
+
+    def __init__(self, projection: LocalProjection, edge_ids: np.ndarray, geom_offsets: np.ndarray,
+                 geom_lat: np.ndarray, geom_lon: np.ndarray) -> None:  # fmt: skip
+        self.projection = projection
+        x, y = projection.to_xy(geom_lat, geom_lon)
+        starts = []
+        seg_edge = []
+        seg_cum = []  # metres along the edge where the segment starts
+        edge_len = np.zeros(int(edge_ids.max()) + 1 if edge_ids.size else 0)
+        for e in edge_ids.tolist():
+            lo, hi = int(geom_offsets[e]), int(geom_offsets[e + 1])
+            idx = np.arange(lo, hi - 1)
+            lengths = np.hypot(x[idx + 1] - x[idx], y[idx + 1] - y[idx])
+            cum = np.concatenate(([0.0], np.cumsum(lengths)[:-1]))
+            starts.append(idx)
+            seg_edge.append(np.full(idx.size, e))
+            seg_cum.append(cum)
+            edge_len[e] = lengths.sum()
+        start = np.concatenate(starts)
+        self.seg_edge = np.concatenate(seg_edge)
+        self.seg_cum = np.concatenate(seg_cum)
+        self.edge_len = edge_len
+        self.ax, self.ay = x[start], y[start]
+        self.bx, self.by = x[start + 1], y[start + 1]
+        seg_len = np.hypot(self.bx - self.ax, self.by - self.ay)
+        self.seg_len = seg_len
+        # Sample points along each segment, ends included.
+        counts = np.maximum(1, np.ceil(seg_len / SAMPLE_SPACING_M).astype(np.int64)) + 1
+        owner = np.repeat(np.arange(seg_len.size), counts)
+        first = np.repeat(np.cumsum(counts) - counts, counts)
+        t = (np.arange(owner.size) - first) / (counts[owner] - 1)
+        px = self.ax[owner] + t * (self.bx[owner] - self.ax[owner])
+        py = self.ay[owner] + t * (self.by[owner] - self.ay[owner])
+        self.sample_owner = owner
+        self.tree = cKDTree(np.column_stack((px, py)))
+        self._slack = SAMPLE_SPACING_M / 2 + 1e-6
+
+    def _project(self, qx: float, qy: float, segs: np.ndarray) -> tuple[int, float, float]:
+        ax, ay = self.ax[segs], self.ay[segs]
+        dx, dy = self.bx[segs] - ax, self.by[segs] - ay
+        denom = dx * dx + dy * dy
+        t = np.where(denom > 0, ((qx - ax) * dx + (qy - ay) * dy) / np.where(denom > 0, denom, 1), 0.0)
+        t = np.clip(t, 0.0, 1.0)
+        dist = np.hypot(ax + t * dx - qx, ay + t * dy - qy)
+        # Ties (a point at a shared node) go to the lowest segment id: deterministic.
+        best = int(np.lexsort((segs, dist))[0])
+        return int(segs[best]), float(t[best]), float(dist[best])
+
+    def snap(self, lat: np.ndarray, lon: np.ndarray) -> SnapResult:
+        qx, qy = self.projection.to_xy(np.asarray(lat, float), np.asarray(lon, float))
+        qx = np.atleast_1d(qx)
+        qy = np.atleast_1d(qy)
+        k = min(_K, self.sample_owner.size)
+        dists, idx = self.tree.query(np.column_stack((qx, qy)), k=k)
+        dists = dists.reshape(qx.size, k)
+        idx = idx.reshape(qx.size, k)
+        n = qx.size
+        out_seg = np.empty(n, dtype=np.int64)
+        out_t = np.empty(n)
+        out_d = np.empty(n)
+        for i in range(n):
+            segs = np.unique(self.sample_owner[idx[i]])
+            seg, t, d = self._project(qx[i], qy[i], segs)
+            if d + self._slack > dists[i, -1] and k < self.sample_owner.size:
+                wider = self.tree.query_ball_point((qx[i], qy[i]), r=d + self._slack)
+                segs = np.unique(self.sample_owner[np.asarray(wider, dtype=np.int64)])
+                seg, t, d = self._project(qx[i], qy[i], segs)
+            out_seg[i], out_t[i], out_d[i] = seg, t, d
+        edge = self.seg_edge[out_seg]
+        along = self.seg_cum[out_seg] + out_t * self.seg_len[out_seg]
+        total = self.edge_len[edge]
+        fraction = np.where(total > 0, along / np.where(total > 0, total, 1), 0.0)
+        px = self.ax[out_seg] + out_t * (self.bx[out_seg] - self.ax[out_seg])
+        py = self.ay[out_seg] + out_t * (self.by[out_seg] - self.ay[out_seg])
+        slat, slon = self.projection.to_latlon(px, py)
+        return SnapResult(edge=edge, fraction=np.clip(fraction, 0.0, 1.0), lat=slat, lon=slon, distance_m=out_d)

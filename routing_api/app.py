@@ -1,0 +1,104 @@
+"""The FastAPI application: health, readiness and the OSRM-compatible services."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from sqlalchemy import text
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from graph_store.service import NoActiveMap
+from routing_api import osrm
+from routing_api.bootstrap import Container, bootstrap
+from routing_api.settings import Settings
+
+log = logging.getLogger(__name__)
+_OSRM_PREFIXES = ("/route/", "/table/", "/nearest/", "/trip/", "/match/", "/tile/")
+TRAFFIC_POLL_S = 5.0
+
+
+def create_app(settings: Settings | None = None, container: Container | None = None) -> FastAPI:
+    """An app over ``container`` (tests pass their own) or one bootstrapped from settings."""
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        owned = container is None
+        c = container or bootstrap(settings or Settings())
+        app.state.container = c
+        if not c.graph.ready:
+            try:
+                await asyncio.to_thread(c.graph.load_active)
+            except NoActiveMap as exc:
+                log.error("%s; /readyz stays 503", exc)
+        poller = asyncio.create_task(_poll_traffic(c))
+        try:
+            yield
+        finally:
+            poller.cancel()
+            if owned:
+                c.close()
+
+    app = FastAPI(title="Routing service", version="0.1.0", lifespan=lifespan,
+                  description="Road routing on OSM maps: OSRM-compatible services and route optimisation.")  # fmt: skip
+    app.include_router(osrm.router)
+
+    @app.get("/healthz", tags=["ops"], summary="Liveness: the process answers")
+    def healthz() -> dict[str, str]:
+        return {"status": "ok"}
+
+    @app.get("/readyz", tags=["ops"], summary="Readiness: map loaded and database reachable")
+    def readyz(request: Request) -> Any:
+        c: Container = request.app.state.container
+        checks: dict[str, Any] = {}
+        try:
+            with c.engine.connect() as conn:
+                conn.execute(text("SELECT 1"))
+            checks["database"] = "ok"
+        except Exception as exc:  # any driver error means not ready
+            checks["database"] = f"error: {type(exc).__name__}"
+        if c.graph.ready:
+            snap = c.graph.snapshot
+            checks["map"] = {"id": snap.graph.map_version, "name": snap.graph.name,
+                             "nodes": snap.graph.node_count, "traffic_epoch": snap.epoch}  # fmt: skip
+        else:
+            checks["map"] = "not loaded"
+        ready = checks["database"] == "ok" and c.graph.ready
+        return osrm.osrm_json({"status": "ready" if ready else "not ready", "checks": checks}, 200 if ready else 503)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, exc: StarletteHTTPException) -> Any:
+        if request.url.path.startswith(_OSRM_PREFIXES):
+            code = "InvalidService" if exc.status_code == 404 else "InvalidUrl"
+            return osrm.error_response(osrm.OsrmError(code, f"URL string malformed: {request.url.path}", 400))
+        return osrm.osrm_json({"detail": exc.detail}, exc.status_code)
+
+    @app.exception_handler(RequestValidationError)
+    async def validation_error(request: Request, exc: RequestValidationError) -> Any:
+        if request.url.path.startswith(_OSRM_PREFIXES):
+            return osrm.error_response(osrm.OsrmError("InvalidQuery", "Query string malformed"))
+        errors = [{"loc": list(e["loc"]), "msg": e["msg"], "type": e["type"]} for e in exc.errors()]
+        return osrm.osrm_json({"detail": errors}, 422)
+
+    @app.exception_handler(Exception)
+    async def internal_error(request: Request, exc: Exception) -> Any:
+        log.exception("unhandled error on %s", request.url.path)
+        return osrm.osrm_json({"code": "InternalError", "message": "internal error; see the service log"}, 500)
+
+    return app
+
+
+async def _poll_traffic(container: Container) -> None:
+    """Pick up traffic epochs bumped by other processes sharing the database."""
+    while True:
+        await asyncio.sleep(TRAFFIC_POLL_S)
+        if container.graph.ready:
+            try:
+                await asyncio.to_thread(container.graph.refresh)
+            except Exception:  # a database blip must not kill the poller
+                log.warning("traffic refresh failed", exc_info=True)

