@@ -7,7 +7,9 @@ import numpy as np
 EARTH_RADIUS_M = 6_371_008.8
 
 
-def haversine_m(lat1: np.ndarray | float, lon1: np.ndarray | float, lat2: np.ndarray | float, lon2: np.ndarray | float) -> np.ndarray:
+def haversine_m(
+    lat1: np.ndarray | float, lon1: np.ndarray | float, lat2: np.ndarray | float, lon2: np.ndarray | float
+) -> np.ndarray:
     """Great-circle distance in metres between points given in degrees (vectorised)."""
     p1 = np.radians(lat1)
     p2 = np.radians(lat2)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
@@ -105,7 +105,7 @@ class MapRepository:
                 name=map_name(path), source_checksum=checksum, source_path=str(path),
                 node_count=network.node_count, edge_count=network.edge_count,
                 min_lat=lat0, min_lon=lon0, max_lat=lat1, max_lon=lon1,
-                imported_at=datetime.now(timezone.utc), is_active=False, traffic_epoch=0,
+                imported_at=datetime.now(UTC), is_active=False, traffic_epoch=0,
             )  # fmt: skip
             session.add(row)
             session.flush()
@@ -117,7 +117,7 @@ class MapRepository:
     def _write_network(self, session: Session, map_id: int, net: RoadNetwork, progress: Progress) -> None:
         nodes = [
             {"map_version_id": map_id, "node_index": i, "osm_id": int(o), "lat": float(la), "lon": float(lo)}
-            for i, (o, la, lo) in enumerate(zip(net.node_osm_id.tolist(), net.node_lat.tolist(), net.node_lon.tolist()))
+            for i, (o, la, lo) in enumerate(zip(net.node_osm_id.tolist(), net.node_lat.tolist(), net.node_lon.tolist(), strict=True))
         ]
         edges = []
         for e in range(net.edge_count):
@@ -175,10 +175,10 @@ class MapRepository:
             ).all()  # fmt: skip
         if not nodes or not edges:
             raise LookupError(f"map version {map_id} has no stored roads")
-        cols = list(zip(*edges))
+        cols = list(zip(*edges, strict=True))
         geoms = [polyline.decode(text, 6) for text in cols[7]]
         offsets = np.concatenate(([0], np.cumsum([g[0].size for g in geoms]))).astype(np.int64)
-        node_cols = list(zip(*nodes))
+        node_cols = list(zip(*nodes, strict=True))
         return RoadNetwork(
             node_osm_id=np.asarray(node_cols[0], dtype=np.int64),
             node_lat=np.asarray(node_cols[1], dtype=np.float64),
@@ -207,7 +207,7 @@ class MapRepository:
 
     def load_traffic(self, map_id: int, now: datetime | None = None) -> TrafficState:
         """Traffic of a map: its epoch, profile and the observations not yet expired."""
-        now = now or datetime.now(timezone.utc)
+        now = now or datetime.now(UTC)
         with self.sessions() as session:
             row = session.get(MapVersion, map_id)
             if row is None:
@@ -270,4 +270,4 @@ class MapRepository:
 
 def _aware(when: datetime) -> datetime:
     # SQLite returns naive datetimes for timezone-aware columns; they were stored as UTC.
-    return when if when.tzinfo is not None else when.replace(tzinfo=timezone.utc)
+    return when if when.tzinfo is not None else when.replace(tzinfo=UTC)

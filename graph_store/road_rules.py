@@ -32,9 +32,14 @@ DEFAULT_SPEED_KPH: dict[str, float] = {
 
 ROAD_CLASSES: tuple[str, ...] = tuple(DEFAULT_SPEED_KPH)
 
-# Service roads that are not through roads for a delivery vehicle.
-_EXCLUDED_SERVICE = {"parking_aisle", "driveway", "drive-through", "emergency_access"}
-_NO_ACCESS = {"no", "private", "agricultural", "forestry", "delivery_no"}
+# Emergency-only service roads are closed to us. Parking aisles, driveways and alleys
+# stay in (delivery addresses are often on them) but at half speed, so routes do not
+# cut through parking lots, as in OSRM's car profile.
+_EXCLUDED_SERVICE = {"emergency_access"}
+_SLOW_SERVICE = {"parking_aisle", "parking", "driveway", "drive-through", "alley"}
+_SLOW_SERVICE_FACTOR = 0.5
+# access=delivery stays open: delivering is what this service plans.
+_NO_ACCESS = {"no", "private", "agricultural", "forestry", "emergency", "psv"}
 _MPH = 1.609344
 _KNOTS = 1.852
 
@@ -115,10 +120,12 @@ def parse_maxspeed(value: str | None) -> float | None:
 def speed_kph(tags: Mapping[str, str]) -> float:
     """Free-flow speed in km/h: ``maxspeed`` if it parses, else the class default.
 
-    Posted limits are rarely driven in cities, so the parsed limit is capped by
-    1.2x the class default's ceiling of 130 km/h and floored at 5 km/h.
+    Parking aisles, driveways and alleys run at half that. The result is clamped to
+    5..130 km/h.
     """
     highway = tags.get("highway", "unclassified")
     parsed = parse_maxspeed(tags.get("maxspeed"))
     speed = parsed if parsed is not None else DEFAULT_SPEED_KPH.get(highway, 30.0)
+    if highway == "service" and tags.get("service") in _SLOW_SERVICE:
+        speed *= _SLOW_SERVICE_FACTOR
     return max(5.0, min(speed, 130.0))

@@ -223,7 +223,9 @@ class RoutingSnapshot:
             cost = np.column_stack((f * w[e], np.where(has_r, (1.0 - f) * wr, INF)))
         return nodes, cost
 
-    def _combine(self, a: Phantoms, b: Phantoms, when: datetime) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    def _combine(
+        self, a: Phantoms, b: Phantoms, when: datetime
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         """Best (ms, source choice, target choice, direct-on-edge flag) per pair."""
         cch, w = self._weights(when)
         s_nodes, s_cost = self._ends(a, w, as_source=True)
@@ -261,7 +263,9 @@ class RoutingSnapshot:
         best, _, _, _ = self._combine(a, b, when)
         return best / 1000.0
 
-    def table(self, a: Phantoms, b: Phantoms, when: datetime, *, with_distance: bool) -> tuple[np.ndarray, np.ndarray | None]:
+    def table(
+        self, a: Phantoms, b: Phantoms, when: datetime, *, with_distance: bool
+    ) -> tuple[np.ndarray, np.ndarray | None]:
         """(seconds, metres along the fastest path or None) for every pair."""
         best, choice, direct, _ = self._combine(a, b, when)
         if not with_distance:
@@ -323,14 +327,15 @@ class RoutingSnapshot:
         u = int(g.edge_target[first[0]])
         v = int(g.edge_source[last[0]])
         nodes = self.node_path(u, v, when)
-        middle = g.edges_between(np.asarray(nodes[:-1]), np.asarray(nodes[1:])) if len(nodes) > 1 else np.empty(0, np.int64)
+        middle = (
+            g.edges_between(np.asarray(nodes[:-1]), np.asarray(nodes[1:])) if len(nodes) > 1 else np.empty(0, np.int64)
+        )
         pieces = [first] + [(int(e), 0.0, 1.0) for e in middle] + [last]
         return pieces, tuple(nodes)
 
     def route(self, points: Phantoms, when: datetime) -> list[Leg]:
         """Legs between consecutive points, each the fastest path under ``when``'s traffic."""
         legs: list[Leg] = []
-        _, w = self._weights(when)
         lengths = self.graph.edge_length_m
         for k in range(len(points) - 1):
             a, b = points.take([k]), points.take([k + 1])
@@ -338,7 +343,8 @@ class RoutingSnapshot:
             if not np.isfinite(best[0, 0]):
                 raise ValueError(f"no route between waypoints {k} and {k + 1}")
             pieces, nodes = self._pair_route(a, b, 0, 0, int(choice[0, 0]), bool(direct[0, 0]), when)
-            lat_parts, lon_parts = [], []
+            lat_parts: list[np.ndarray] = []
+            lon_parts: list[np.ndarray] = []
             for e, f0, f1 in pieces:
                 if f1 <= f0 and len(pieces) > 1:
                     continue
@@ -348,7 +354,9 @@ class RoutingSnapshot:
                 lat_parts.append(la)
                 lon_parts.append(lo)
             distance = float(sum(lengths[e] * (f1 - f0) for e, f0, f1 in pieces))
-            legs.append(Leg(float(best[0, 0]) / 1000.0, distance, np.concatenate(lat_parts), np.concatenate(lon_parts), nodes))
+            legs.append(
+                Leg(float(best[0, 0]) / 1000.0, distance, np.concatenate(lat_parts), np.concatenate(lon_parts), nodes)
+            )
         return legs
 
 

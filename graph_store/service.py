@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Iterable
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 from graph_store.repository import MapInfo, MapRepository
 from graph_store.routing_graph import RoadGraph, RoutingSnapshot
@@ -57,7 +57,7 @@ class RoadGraphService:
         network = self.repository.load_network(info.id)
         graph = RoadGraph(network, map_version=info.id, name=info.name)
         snapshot = RoutingSnapshot(graph, self.repository.load_traffic(info.id))
-        snapshot.edge_weights_ms(datetime.now(timezone.utc))  # warm the current bucket
+        snapshot.edge_weights_ms(datetime.now(UTC))  # warm the current bucket
         with self._update_lock:
             self._snapshot, self._map = snapshot, info
         log.info("map %s (id %d): %d nodes, %d edges, traffic epoch %d",
@@ -70,7 +70,7 @@ class RoadGraphService:
         if traffic.epoch == current.epoch:
             return current
         nxt = RoutingSnapshot(current.graph, traffic)
-        nxt.edge_weights_ms(datetime.now(timezone.utc))
+        nxt.edge_weights_ms(datetime.now(UTC))
         self._snapshot = nxt
         return nxt
 

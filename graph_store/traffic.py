@@ -20,7 +20,7 @@ until it expires; it wins over the profile.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from enum import IntEnum
 
 import numpy as np
@@ -85,7 +85,7 @@ class LiveObservation:
 def _ts(when: datetime) -> float:
     """Seconds since the Unix epoch; a naive time is read as UTC."""
     if when.tzinfo is None:
-        when = when.replace(tzinfo=timezone.utc)
+        when = when.replace(tzinfo=UTC)
     return when.timestamp()
 
 

@@ -11,7 +11,7 @@ import csv
 import logging
 import sys
 from collections.abc import Sequence
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from sqlalchemy import inspect
@@ -66,7 +66,6 @@ def _progress_printer():  # type: ignore[no-untyped-def]
 
 def cmd_db(args: argparse.Namespace) -> int:
     import migrations
-
     from graph_store.repository import make_engine
 
     engine = make_engine(_settings().database_url)
@@ -98,7 +97,11 @@ def cmd_import_map(args: argparse.Namespace) -> int:
     finally:
         container.close()
     m = result.map
-    what = "imported" if result.created else ("already imported; activated" if result.activated else "already imported and active; nothing changed")
+    what = (
+        "imported"
+        if result.created
+        else ("already imported; activated" if result.activated else "already imported and active; nothing changed")
+    )
     print(f"{m.name}: {what} (map id {m.id}, {m.node_count} nodes, {m.edge_count} edges, "
           f"bbox {m.bbox[0]:.5f},{m.bbox[1]:.5f},{m.bbox[2]:.5f},{m.bbox[3]:.5f})")  # fmt: skip
     return 0
@@ -116,7 +119,9 @@ def cmd_maps(args: argparse.Namespace) -> int:
             return 0
         for m in container.maps.list_maps():
             flag = "*" if m.is_active else " "
-            print(f"{flag} {m.id:4d}  {m.name:30s} {m.node_count:7d} nodes {m.edge_count:7d} edges  epoch {m.traffic_epoch}")
+            print(
+                f"{flag} {m.id:4d}  {m.name:30s} {m.node_count:7d} nodes {m.edge_count:7d} edges  epoch {m.traffic_epoch}"
+            )
     finally:
         container.close()
     return 0
@@ -131,7 +136,7 @@ def cmd_traffic(args: argparse.Namespace) -> int:
         if active is None:
             raise CliError("no active map: run `routing import-map` first")
         if args.action == "observe":
-            now = datetime.now(timezone.utc)
+            now = datetime.now(UTC)
             if not 0 <= args.edge < active.edge_count:
                 raise CliError(f"--edge must be in 0..{active.edge_count - 1}")
             try:

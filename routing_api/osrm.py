@@ -12,7 +12,7 @@ accepted; unknown options are refused with ``InvalidOptions``.
 from __future__ import annotations
 
 import re
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 import numpy as np
@@ -104,7 +104,7 @@ class Options:
     def depart_at(self) -> datetime:
         raw = self.get("depart_at", "")
         if not raw:
-            return datetime.now(timezone.utc)
+            return datetime.now(UTC)
         try:
             return datetime.fromisoformat(raw.replace("Z", "+00:00"))
         except ValueError:
