@@ -207,7 +207,7 @@ class MapRepository:
 
     def load_traffic(self, map_id: int, now: datetime | None = None) -> TrafficState:
         """Traffic of a map: its epoch, profile and the observations not yet expired."""
-        now = now or datetime.now(UTC)
+        now = _utc(now or datetime.now(UTC))
         with self.sessions() as session:
             row = session.get(MapVersion, map_id)
             if row is None:
@@ -236,7 +236,7 @@ class MapRepository:
             if obs:
                 session.execute(insert(LiveTrafficObservation), [
                     {"map_version_id": map_id, "edge_index": o.edge, "speed_kph": o.speed_kph,
-                     "observed_at": o.observed_at, "expires_at": o.expires_at, "source": source,
+                     "observed_at": _utc(o.observed_at), "expires_at": _utc(o.expires_at), "source": source,
                      "traffic_epoch": epoch}
                     for o in obs
                 ])  # fmt: skip
@@ -266,6 +266,11 @@ class MapRepository:
         if result is None:
             raise LookupError(f"no map version {map_id}")
         return int(result)
+
+
+def _utc(when: datetime) -> datetime:
+    # SQLite keeps a datetime's wall clock and drops its offset: store and compare in UTC.
+    return when.replace(tzinfo=UTC) if when.tzinfo is None else when.astimezone(UTC)
 
 
 def _aware(when: datetime) -> datetime:

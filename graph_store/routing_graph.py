@@ -95,7 +95,7 @@ class RoadGraph:
         order = np.argsort(keys, kind="stable")
         self._edge_keys = keys[order]
         self._edge_by_key = order
-        self.reverse_edge = self.edges_between(dst, src)
+        self.reverse_edge = self._same_road_reverse(network, self.edges_between(dst, src))
         # Index one geometry per road: a two-way road's two edges share it.
         canonical = (self.reverse_edge < 0) | (np.arange(src.size) < self.reverse_edge)
         lat0 = float(network.node_lat.mean())
@@ -113,6 +113,24 @@ class RoadGraph:
         self._topology_dir = tempfile.TemporaryDirectory(prefix="routing-cch-")
         self._topology.save_topology(self._topology_dir.name)
         self.bbox = network.bbox()
+
+    @staticmethod
+    def _same_road_reverse(network: RoadNetwork, opposite: np.ndarray) -> np.ndarray:
+        """``opposite`` (edge v->u of each edge u->v, or -1) where it is the same road driven
+        back, i.e. its geometry is this edge's reversed; -1 where it is another road between
+        the same two nodes (say a one-way street and the rest of a roundabout)."""
+        size = np.diff(network.geom_offsets)
+        cand = np.flatnonzero((opposite >= 0) & (size == size[np.maximum(opposite, 0)]))
+        counts = size[cand]
+        owner = np.repeat(cand, counts)
+        k = np.arange(owner.size) - np.repeat(np.cumsum(counts) - counts, counts)
+        i = network.geom_offsets[owner] + k
+        j = network.geom_offsets[opposite[owner] + 1] - 1 - k
+        differs = (network.geom_lat[i] != network.geom_lat[j]) | (network.geom_lon[i] != network.geom_lon[j])
+        same = np.zeros(opposite.size, dtype=bool)
+        same[cand] = True
+        same[owner[differs]] = False
+        return np.where(same, opposite, -1)
 
     def edges_between(self, u: np.ndarray, v: np.ndarray) -> np.ndarray:
         """Edge index for each (u, v) pair, -1 where there is no such edge."""
@@ -250,7 +268,8 @@ class RoutingSnapshot:
         same_fwd = (a.edge[:, None] == b.edge[None, :]) & (fa <= fb)
         cost_fwd = (fb - fa) * w[a.edge][:, None]
         has_r = a.reverse >= 0
-        same_rev = (a.reverse[:, None] == b.edge[None, :]) & has_r[:, None] & (fa >= fb)
+        # Snapping puts both points of one road on the same edge: driving back is along its reverse.
+        same_rev = (a.edge[:, None] == b.edge[None, :]) & has_r[:, None] & (fa >= fb)
         cost_rev = (fa - fb) * np.where(has_r, w[np.where(has_r, a.reverse, 0)], 0)[:, None]
         for mask, cost in ((same_fwd, cost_fwd), (same_rev, cost_rev)):
             take = mask & (cost <= best)

@@ -238,6 +238,9 @@ def route(profile: str, coordinates: str, request: Request) -> Response:
         geometries = opts.choice("geometries", "polyline", ("polyline", "polyline6", "geojson"))
         overview = opts.choice("overview", "simplified", ("simplified", "full", "false"))
         opts.choice("annotations", "false", ("false",))
+        # Not supported: refused, not ignored (see README).
+        opts.choice("steps", "false", ("false",))
+        opts.choice("alternatives", "false", ("false",))
         radiuses = opts.radiuses(lat.size, settings.snap_max_distance_m)
         when = opts.depart_at()
         opts.finish()
