@@ -117,7 +117,9 @@ class MapRepository:
     def _write_network(self, session: Session, map_id: int, net: RoadNetwork, progress: Progress) -> None:
         nodes = [
             {"map_version_id": map_id, "node_index": i, "osm_id": int(o), "lat": float(la), "lon": float(lo)}
-            for i, (o, la, lo) in enumerate(zip(net.node_osm_id.tolist(), net.node_lat.tolist(), net.node_lon.tolist(), strict=True))
+            for i, (o, la, lo) in enumerate(
+                zip(net.node_osm_id.tolist(), net.node_lat.tolist(), net.node_lon.tolist(), strict=True)
+            )
         ]
         edges = []
         for e in range(net.edge_count):

@@ -95,17 +95,28 @@ class SegmentIndex:
         dists = dists.reshape(qx.size, k)
         idx = idx.reshape(qx.size, k)
         n = qx.size
-        out_seg = np.empty(n, dtype=np.int64)
-        out_t = np.empty(n)
-        out_d = np.empty(n)
-        for i in range(n):
-            segs = np.unique(self.sample_owner[idx[i]])
-            seg, t, d = self._project(qx[i], qy[i], segs)
-            if d + self._slack > dists[i, -1] and k < self.sample_owner.size:
-                wider = self.tree.query_ball_point((qx[i], qy[i]), r=d + self._slack)
-                segs = np.unique(self.sample_owner[np.asarray(wider, dtype=np.int64)])
-                seg, t, d = self._project(qx[i], qy[i], segs)
-            out_seg[i], out_t[i], out_d[i] = seg, t, d
+        # All points at once over their k nearest samples' segments ...
+        segs = self.sample_owner[idx]  # [n, k]
+        ax, ay = self.ax[segs], self.ay[segs]
+        dx, dy = self.bx[segs] - ax, self.by[segs] - ay
+        denom = dx * dx + dy * dy
+        safe = np.where(denom > 0, denom, 1.0)
+        t = np.clip(np.where(denom > 0, ((qx[:, None] - ax) * dx + (qy[:, None] - ay) * dy) / safe, 0.0), 0.0, 1.0)
+        dist = np.hypot(ax + t * dx - qx[:, None], ay + t * dy - qy[:, None])
+        # ties (a point at a shared node) go to the lowest segment id, as in _project
+        best_d = dist.min(axis=1)
+        tied = np.where(dist <= best_d[:, None], segs, np.iinfo(np.int64).max)
+        col = np.argmin(tied, axis=1)
+        rows = np.arange(n)
+        out_seg = segs[rows, col].astype(np.int64)
+        out_t = t[rows, col]
+        out_d = dist[rows, col]
+        # ... then, where a closer segment could hide beyond the k samples, search wider.
+        if k < self.sample_owner.size:
+            for i in np.flatnonzero(out_d + self._slack > dists[:, -1]).tolist():
+                wider = self.tree.query_ball_point((qx[i], qy[i]), r=out_d[i] + self._slack)
+                cand = np.unique(self.sample_owner[np.asarray(wider, dtype=np.int64)])
+                out_seg[i], out_t[i], out_d[i] = self._project(qx[i], qy[i], cand)
         edge = self.seg_edge[out_seg]
         along = self.seg_cum[out_seg] + out_t * self.seg_len[out_seg]
         total = self.edge_len[edge]

@@ -166,6 +166,127 @@ def cmd_traffic(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_train(args: argparse.Namespace) -> int:
+    from routing_api.model_training import CHECKPOINT, TrainingPlan, run_training
+
+    try:
+        plan = TrainingPlan(seed=args.seed, train_problems=args.train_problems, val_problems=args.val_problems,
+                            epochs=args.epochs, out=Path(args.out) if args.out else CHECKPOINT)  # fmt: skip
+    except ValueError as exc:
+        raise CliError(str(exc)) from None
+    shared = Path(args.shared_data) if args.shared_data else Path(__file__).resolve().parents[2] / "shared" / "data"
+    if not shared.is_dir():
+        print(f"note: {shared} not found: training on Helsinki and Euclidean problems only", file=sys.stderr)
+    bar = _progress_printer()
+
+    def progress(stage: str, done: int, total: int, metrics: dict[str, float]) -> None:
+        bar(stage, done, total)
+        if stage == "train":
+            shown = ", ".join(f"{k}={v:.4g}" for k, v in metrics.items() if k != "epoch")
+            print(f"epoch {done}/{total}: {shown}", flush=True)
+
+    meta = run_training(plan, shared if shared.is_dir() else None, progress)
+    print(f"model {meta['version']} written to {plan.out} ({meta['parameters']} parameters, "
+          f"{meta['timings_s']['total']} s)")  # type: ignore[index]  # fmt: skip
+    return 0
+
+
+def cmd_solve(args: argparse.Namespace) -> int:
+    import json
+
+    from gnn_model.policy import guided_solve, torch_scorer
+    from gnn_model.search import SearchParams, warm_up
+    from routing_core.problem_io import ProblemFormatError, read_problem
+
+    try:
+        problem = read_problem(Path(args.file))
+        params = SearchParams(time_limit_ms=args.time_limit_ms, seed=args.seed,
+                              max_iterations=args.iterations if args.iterations is not None else 1_000_000)  # fmt: skip
+    except (ProblemFormatError, ValueError) as exc:
+        raise CliError(str(exc)) from None
+    scorer = None
+    if args.guide == "gnn":
+        from gnn_model.training import load_checkpoint
+        from routing_api.model_training import CHECKPOINT
+
+        path = Path(args.model) if args.model else CHECKPOINT
+        if not path.is_file():
+            raise CliError(f"model checkpoint not found: {path} (train one with `routing train`)")
+        model, _ = load_checkpoint(path)
+        scorer = torch_scorer(model)
+    warm_up()
+    result = guided_solve(problem, params, scorer)
+    start = problem.start
+    order = [start, *result.order] + ([problem.end_node] if problem.end_node is not None else [])
+    ev = result.evaluation
+    if args.json:
+        print(json.dumps({
+            "order": order, "cost": ev.travel_s, "lateness_s": ev.total_lateness,
+            "late_stops": list(ev.late_stops), "feasible": ev.feasible, "elapsed_ms": round(result.elapsed_ms, 3),
+            "iterations": result.iterations, "guide": args.guide,
+        }))  # fmt: skip
+    else:
+        print(f"cost {ev.travel_s:.1f}  lateness {ev.total_lateness:.1f} s  {result.elapsed_ms:.1f} ms  "
+              f"({result.iterations} iterations, guide {args.guide})")  # fmt: skip
+        print(" ".join(str(i) for i in order))
+    return 0
+
+
+def _model_paths(args: argparse.Namespace) -> tuple[Path, Path]:
+    from routing_api.model_training import CHECKPOINT
+
+    checkpoint = Path(args.checkpoint) if getattr(args, "checkpoint", None) else CHECKPOINT
+    model_dir = Path(args.model_dir) if getattr(args, "model_dir", None) else Path(_settings().model_dir)
+    if not checkpoint.is_file():
+        raise CliError(f"model checkpoint not found: {checkpoint} (train one with `routing train`)")
+    return checkpoint, model_dir
+
+
+def cmd_compile(args: argparse.Namespace) -> int:
+    from gnn_model.compile import compile_model
+
+    checkpoint, model_dir = _model_paths(args)
+    calibration = _calibration_features(64)
+    if args.backend == "tensorrt":
+        from gnn_model.backends import BackendUnavailable, TensorRTBackend
+
+        manifest = compile_model(checkpoint, model_dir, calibration[0], int8=False)
+        precision = "int8" if args.int8 else ("fp16" if args.fp16 else "fp32")
+        try:
+            TensorRTBackend(model_dir, precision=precision, calibration=calibration)
+        except BackendUnavailable as exc:
+            raise CliError(str(exc)) from None
+    else:
+        manifest = compile_model(checkpoint, model_dir, calibration[0], int8=args.backend == "onnxruntime-int8",
+                                 int8_mode=args.int8_mode, calibration=calibration)  # fmt: skip
+    print(f"model {manifest.version} ({', '.join(manifest.precisions)}) written to {model_dir}")
+    return 0
+
+
+def _calibration_features(count: int):  # type: ignore[no-untyped-def]
+    """Features of training-like problems (seeded), for export examples and int8 calibration."""
+    import numpy as np
+
+    from gnn_model.features import build_features
+    from gnn_model.training import euclidean_problem, vary
+
+    rng = np.random.default_rng(1234)
+    return [build_features(vary(euclidean_problem(int(rng.integers(20, 101)), rng), rng)) for _ in range(count)]
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    import json
+
+    from gnn_model.backend_bench import run
+
+    checkpoint, model_dir = _model_paths(args)
+    names = args.backends.split(",")
+    result = run(model_dir, checkpoint, names, args.threads, args.seed, args.min_seconds,
+                 log=(lambda line: None) if args.json else print)  # fmt: skip
+    print(json.dumps(result))
+    return 0
+
+
 def cmd_serve(args: argparse.Namespace) -> int:
     import uvicorn
 
@@ -175,7 +296,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
     host = args.host or settings.host
     port = args.port or settings.port
     logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    uvicorn.run(create_app(settings), host=host, port=port, log_level=settings.log_level, access_log=False)
+    # httptools + uvloop: the C HTTP parser and event loop take ~1 ms off every request.
+    uvicorn.run(create_app(settings), host=host, port=port, log_level=settings.log_level, access_log=False,
+                http="httptools", loop="uvloop")  # fmt: skip
     return 0
 
 
@@ -213,6 +336,51 @@ def build_parser() -> argparse.ArgumentParser:
                            "(day_type,bucket,road_class,edge,speed_factor)")  # fmt: skip
     prof.add_argument("file")
     traffic.set_defaults(func=cmd_traffic)
+
+    train = sub.add_parser("train", help="train the edge-scoring GNN and write its checkpoint")
+    train.add_argument("--seed", type=int, default=0)
+    train.add_argument("--train-problems", type=int, default=1000)
+    train.add_argument("--val-problems", type=int, default=100)
+    train.add_argument("--epochs", type=int, default=30)
+    train.add_argument("--out", default=None, help="checkpoint path (default: gnn_model/artifacts/edge_scorer.pt)")
+    train.add_argument("--shared-data", default=None, help="reference data folder (default: ../shared/data)")
+    train.set_defaults(func=cmd_train)
+
+    solve = sub.add_parser("solve", help="solve a TSPLIB .tsp or JSON problem file")
+    solve.add_argument("file")
+    solve.add_argument("--time-limit-ms", type=float, default=100.0)
+    solve.add_argument("--seed", type=int, default=0)
+    solve.add_argument("--iterations", type=int, default=None,
+                       help="stop after N search iterations (deterministic for a seed)")  # fmt: skip
+    solve.add_argument("--json", action="store_true", help="print one JSON object")
+    solve.add_argument("--guide", choices=("gnn", "knn"), default="knn",
+                       help="candidate lists from the GNN or from k-nearest travel times")  # fmt: skip
+    solve.add_argument("--model", default=None, help="checkpoint for --guide gnn")
+    solve.set_defaults(func=cmd_solve)
+
+    comp = sub.add_parser("compile", help="export the model to ONNX (fp32/int8) or build a TensorRT engine")
+    comp.add_argument("--backend", choices=("onnxruntime", "onnxruntime-int8", "tensorrt"), default="onnxruntime-int8")
+    comp.add_argument("--fp16", action="store_true", help="TensorRT: FP16 kernels")
+    comp.add_argument(
+        "--int8", action="store_true", help="TensorRT: INT8 kernels, calibrated on training-like problems"
+    )
+    comp.add_argument("--int8-mode", choices=("dynamic", "static"), default="dynamic",
+                      help="ONNX Runtime int8: dynamic activations or static QDQ calibration")  # fmt: skip
+    comp.add_argument("--checkpoint", default=None)
+    comp.add_argument("--model-dir", default=None, help="default: ROUTING_MODEL_DIR")
+    comp.set_defaults(func=cmd_compile)
+
+    bench = sub.add_parser("bench", help="benchmarks")
+    bsub = bench.add_subparsers(dest="what", required=True)
+    bb = bsub.add_parser("backends", help="throughput, parity and int8 quality of the inference backends")
+    bb.add_argument("--json", action="store_true", help="print only the JSON result line")
+    bb.add_argument("--backends", default="torch,onnxruntime,onnxruntime-int8,tensorrt")
+    bb.add_argument("--threads", type=int, default=1)
+    bb.add_argument("--seed", type=int, default=0)
+    bb.add_argument("--min-seconds", type=float, default=0.3, help="time per measurement")
+    bb.add_argument("--checkpoint", default=None)
+    bb.add_argument("--model-dir", default=None)
+    bench.set_defaults(func=cmd_bench)
     return parser
 
 

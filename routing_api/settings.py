@@ -34,6 +34,11 @@ class Settings(BaseSettings):
     )
     route_max_locations: int = Field(500, gt=1, description="Most coordinates in one /route request.")
     traffic_observation_ttl_s: int = Field(900, gt=0, description="Default lifetime of a live speed observation, s.")
+    model_dir: str = Field("var/models", description="Compiled model artifacts (ONNX, TensorRT engines, manifest).")
+    model_backend: Literal["auto", "torch", "onnxruntime", "onnxruntime-int8", "tensorrt"] = Field(
+        "auto", description="Inference backend; auto = TensorRT when usable, else ONNX Runtime."
+    )
+    model_threads: int = Field(1, ge=0, description="Threads per inference call (0 = library default).")
     host: str = Field("127.0.0.1", description="Address `routing serve` binds to.")
     port: int = Field(8000, ge=1, le=65535, description="Port `routing serve` listens on.")
     log_level: Literal["debug", "info", "warning", "error"] = "info"
