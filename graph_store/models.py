@@ -104,3 +104,45 @@ class LiveTrafficObservation(Base):
     expires_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     source: Mapped[str] = mapped_column(String(64), default="api")
     traffic_epoch: Mapped[int] = mapped_column(Integer)
+
+
+class RouteRequestLog(Base):
+    """One route request and its answer: the request log that replay reads."""
+
+    __tablename__ = "route_requests"
+    __table_args__ = (
+        Index("ix_route_requests_driver", "driver_id", "received_at"),
+        Index("ix_route_requests_received", "received_at"),
+    )
+
+    route_id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    driver_id: Mapped[str] = mapped_column(String(128))
+    received_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    request_json: Mapped[str] = mapped_column(Text)
+    response_json: Mapped[str | None] = mapped_column(Text, nullable=True)
+    status: Mapped[int] = mapped_column(Integer)
+    error_kind: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    cache: Mapped[str | None] = mapped_column(String(8), nullable=True)
+    n_stops: Mapped[int] = mapped_column(Integer)
+    total_duration_s: Mapped[float | None] = mapped_column(Float, nullable=True)
+    timings_json: Mapped[str | None] = mapped_column(Text, nullable=True)
+    graph_version: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    traffic_epoch: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    model_version: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    backend: Mapped[str | None] = mapped_column(String(32), nullable=True)
+
+
+class DriverPosition(Base):
+    """A GPS ping from a driver app."""
+
+    __tablename__ = "driver_positions"
+    __table_args__ = (Index("ix_driver_positions_driver_time", "driver_id", "timestamp"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    driver_id: Mapped[str] = mapped_column(String(128))
+    lat: Mapped[float] = mapped_column(Float)
+    lon: Mapped[float] = mapped_column(Float)
+    timestamp: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    speed_mps: Mapped[float | None] = mapped_column(Float, nullable=True)
+    heading_deg: Mapped[float | None] = mapped_column(Float, nullable=True)
+    received_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))

@@ -13,9 +13,11 @@ from fastapi.exceptions import RequestValidationError
 from sqlalchemy import text
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from graph_store.service import NoActiveMap
-from routing_api import osrm
-from routing_api.bootstrap import Container, bootstrap
+from fastapi.responses import Response
+from pydantic import BaseModel
+
+from routing_api import driver_api, osrm, osrm_trip
+from routing_api.bootstrap import Container, bootstrap, start_serving, stop_serving, use_model
 from routing_api.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -31,45 +33,85 @@ def create_app(settings: Settings | None = None, container: Container | None = N
         owned = container is None
         c = container or bootstrap(settings or Settings())
         app.state.container = c
-        if not c.graph.ready:
-            try:
-                await asyncio.to_thread(c.graph.load_active)
-            except NoActiveMap as exc:
-                log.error("%s; /readyz stays 503", exc)
+        await start_serving(c)
         poller = asyncio.create_task(_poll_traffic(c))
         try:
             yield
         finally:
             poller.cancel()
+            await stop_serving(c)
             if owned:
                 c.close()
 
     app = FastAPI(title="Routing service", version="0.1.0", lifespan=lifespan,
                   description="Road routing on OSM maps: OSRM-compatible services and route optimisation.")  # fmt: skip
     app.include_router(osrm.router)
+    app.include_router(osrm_trip.router)
+    app.include_router(driver_api.router)
 
     @app.get("/healthz", tags=["ops"], summary="Liveness: the process answers")
     def healthz() -> dict[str, str]:
         return {"status": "ok"}
 
-    @app.get("/readyz", tags=["ops"], summary="Readiness: map loaded and database reachable")
-    def readyz(request: Request) -> Any:
+    @app.get("/readyz", tags=["ops"], summary="Readiness: map, warmed model, database, cache and broker answer")
+    async def readyz(request: Request) -> Any:
         c: Container = request.app.state.container
         checks: dict[str, Any] = {}
-        try:
-            with c.engine.connect() as conn:
-                conn.execute(text("SELECT 1"))
-            checks["database"] = "ok"
-        except Exception as exc:  # any driver error means not ready
-            checks["database"] = f"error: {type(exc).__name__}"
+
+        def db_ok() -> str:
+            try:
+                with c.engine.connect() as conn:
+                    conn.execute(text("SELECT 1"))
+                return "ok"
+            except Exception as exc:  # any driver error means not ready
+                return f"error: {type(exc).__name__}"
+
+        checks["database"] = await asyncio.to_thread(db_ok)
+        checks["cache"] = "ok" if await asyncio.to_thread(c.cache.ping) else "unreachable"
+        checks["queue"] = "ok" if await c.queue.ping() else "unreachable"
+        checks["model"] = {"backend": c.model.name, "version": c.model.version, "warmed": c.model_ready}
         if c.graph.ready:
             snap = c.graph.snapshot
             checks["map"] = {"id": snap.graph.map_version, "name": snap.graph.name,
                              "nodes": snap.graph.node_count, "traffic_epoch": snap.epoch}  # fmt: skip
         else:
             checks["map"] = "not loaded"
-        ready = checks["database"] == "ok" and c.graph.ready
+        ready = (checks["database"] == "ok" and c.graph.ready and c.model_ready and checks["cache"] == "ok"
+                 and checks["queue"] == "ok")  # fmt: skip
         return osrm.osrm_json({"status": "ready" if ready else "not ready", "checks": checks}, 200 if ready else 503)
+
+    @app.get("/metrics", tags=["ops"], summary="Prometheus metrics")
+    def metrics(request: Request) -> Response:
+        c: Container = request.app.state.container
+        return Response(c.metrics.render(), media_type="text/plain; version=0.0.4")
+
+    class ModelActivate(BaseModel):
+        checkpoint: str | None = None
+        backend: str | None = None
+
+    @app.post("/v1/admin/cache/flush", tags=["admin"], summary="Drop every cached route")
+    def flush_cache(request: Request) -> Any:
+        c: Container = request.app.state.container
+        return osrm.osrm_json({"flushed": c.cache.flush()})
+
+    @app.post("/v1/admin/model", tags=["admin"], summary="Load, warm and switch to another model (hot swap)")
+    async def activate_model(body: ModelActivate, request: Request) -> Any:
+        from pathlib import Path
+
+        from routing_api.model_service import load_model
+
+        c: Container = request.app.state.container
+        if c.solver is None:
+            return osrm.osrm_json({"detail": [{"msg": "services mode: restart the workers with the new model"}]}, 409)
+        checkpoint = Path(body.checkpoint) if body.checkpoint else None
+        if checkpoint is not None and not checkpoint.is_file():
+            return osrm.osrm_json({"detail": [{"loc": ["body", "checkpoint"], "msg": "file not found"}]}, 422)
+        name = body.backend or c.settings.model_backend
+        model_dir = Path(c.settings.model_dir) / ("swap-" + (checkpoint.stem if checkpoint else "default"))
+        # Built and warmed aside; requests keep using the old model until the swap.
+        model = await asyncio.to_thread(load_model, name, model_dir, checkpoint, c.settings.model_threads)
+        use_model(c, model)
+        return osrm.osrm_json({"backend": model.name, "version": model.version})
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, exc: StarletteHTTPException) -> Any:

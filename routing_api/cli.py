@@ -293,6 +293,10 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from routing_api.app import create_app
 
     settings = _settings()
+    if args.mode:
+        settings = settings.model_copy(update={"mode": args.mode})
+    if settings.mode == "api" and not settings.amqp_url:
+        raise CliError("--mode api needs ROUTING_AMQP_URL (the RabbitMQ the workers consume from)")
     host = args.host or settings.host
     port = args.port or settings.port
     logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -309,6 +313,8 @@ def build_parser() -> argparse.ArgumentParser:
     serve = sub.add_parser("serve", help="run the HTTP service")
     serve.add_argument("--host", default=None)
     serve.add_argument("--port", type=int, default=None)
+    serve.add_argument("--mode", choices=("monolith", "api"), default=None,
+                       help="monolith (default): queue and batcher in this process; api: RabbitMQ to `routing worker`")  # fmt: skip
     serve.set_defaults(func=cmd_serve)
 
     db = sub.add_parser("db", help="database schema (Alembic)")

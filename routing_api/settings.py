@@ -19,6 +19,9 @@ class Settings(BaseSettings):
     environment: Literal["development", "test", "production"] = Field(
         "development", description="Deployment environment."
     )
+    mode: Literal["monolith", "api"] = Field(
+        "monolith", description="monolith: in-process queue and batcher; api: RabbitMQ to `routing worker` processes."
+    )
     database_url: str = Field(
         f"sqlite:///{DEFAULT_DB_PATH}",
         description="SQLAlchemy URL; `postgresql://...` is accepted as written (psycopg 3 driver).",
@@ -39,6 +42,14 @@ class Settings(BaseSettings):
         "auto", description="Inference backend; auto = TensorRT when usable, else ONNX Runtime."
     )
     model_threads: int = Field(1, ge=0, description="Threads per inference call (0 = library default).")
+    max_stops: int = Field(200, ge=1, le=2000, description="Most stops in one route request.")
+    request_timeout_s: float = Field(10.0, gt=0, description="Deadline of a route request, seconds (504 past it).")
+    cache_ttl_s: float = Field(300.0, gt=0, description="Route cache entry lifetime, seconds (jittered +-10%).")
+    cache_prefix: str = Field("routing:", description="Prefix of every route cache key in Redis.")
+    max_batch: int = Field(32, ge=1, le=1024, description="Most problems in one model batch.")
+    max_wait_ms: float = Field(5.0, ge=0, description="Longest a request waits for its batch to fill, ms.")
+    max_queue: int = Field(1000, ge=1, description="Requests allowed to wait; past it: 503 with Retry-After.")
+    queue_name: str = Field("routing.solve", description="RabbitMQ request queue.")
     host: str = Field("127.0.0.1", description="Address `routing serve` binds to.")
     port: int = Field(8000, ge=1, le=65535, description="Port `routing serve` listens on.")
     log_level: Literal["debug", "info", "warning", "error"] = "info"

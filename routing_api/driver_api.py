@@ -1,0 +1,79 @@
+"""Driver-facing endpoints: plan a route, read it back, report positions, list drivers."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from fastapi import APIRouter, Request
+from fastapi.responses import Response
+
+from routing_api.osrm import osrm_json
+from routing_api.route_service import RouteError, RouteService
+from routing_api.schemas import DriverPublic, PositionIn, RouteRequestIn, RoutePublic
+
+router = APIRouter(prefix="/v1", tags=["driver"])
+
+
+def _service(request: Request) -> RouteService:
+    return request.app.state.container.routes  # type: ignore[no-any-return]
+
+
+def error_body(exc: RouteError) -> Response:
+    detail: dict[str, Any] = {"kind": exc.kind, "msg": exc.message}
+    if exc.loc is not None:
+        detail["loc"] = exc.loc
+    headers = {"Retry-After": str(exc.retry_after_s)} if exc.retry_after_s else None
+    resp = osrm_json({"detail": [detail]}, exc.status)
+    if headers:
+        resp.headers.update(headers)
+    return resp
+
+
+@router.post(
+    "/routes",
+    response_model=RoutePublic,
+    summary="Plan a route: visiting order, road path per leg, arrival time per stop",
+    responses={422: {"description": "Invalid request; `detail[].loc` names the field"},
+               503: {"description": "Queue full or workers unreachable; see Retry-After"},
+               504: {"description": "No answer before the deadline"}},
+)  # fmt: skip
+async def plan_route(body: RouteRequestIn, request: Request) -> Response:
+    service = _service(request)
+    metrics = service.metrics
+    t0 = time.perf_counter()
+    metrics.in_flight.inc()
+    try:
+        result = await service.plan(body)
+        metrics.requests.labels(status="200").inc()
+        return osrm_json(result)
+    except RouteError as exc:
+        metrics.requests.labels(status=str(exc.status)).inc()
+        return error_body(exc)
+    finally:
+        metrics.in_flight.dec()
+        metrics.request_latency.labels(endpoint="routes").observe(time.perf_counter() - t0)
+
+
+@router.get("/routes/{route_id}", response_model=RoutePublic, summary="A planned route, as it was answered")
+def get_route(route_id: str, request: Request) -> Response:
+    logged = _service(request).request_log.get(route_id)
+    if logged is None or logged.response is None:
+        return osrm_json({"detail": [{"kind": "not_found", "msg": f"no route {route_id}", "loc": ["path", "route_id"]}]},
+                         404)  # fmt: skip
+    return osrm_json(logged.response)
+
+
+@router.post("/drivers/{driver_id}/positions", status_code=202, summary="Report a GPS position")
+def post_position(driver_id: str, body: PositionIn, request: Request) -> Response:
+    if not 1 <= len(driver_id) <= 128:
+        return osrm_json({"detail": [{"kind": "invalid", "msg": "driver_id must be 1..128 characters",
+                                      "loc": ["path", "driver_id"]}]}, 422)  # fmt: skip
+    _service(request).request_log.record_position(driver_id, body.lat, body.lon, body.timestamp, body.speed_mps,
+                                                 body.heading_deg)  # fmt: skip
+    return osrm_json({"status": "accepted"}, 202)
+
+
+@router.get("/drivers", response_model=list[DriverPublic], summary="Every driver: last position and current route")
+def list_drivers(request: Request) -> Response:
+    return osrm_json(_service(request).request_log.drivers())
