@@ -14,13 +14,18 @@ from sqlalchemy import text
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from fastapi.responses import Response
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
 from routing_api import driver_api, osrm, osrm_trip
 from routing_api.bootstrap import Container, bootstrap, start_serving, stop_serving, use_model
 from routing_api.settings import Settings
 
 log = logging.getLogger(__name__)
+
+
+class ModelActivate(BaseModel):
+    checkpoint: str | None = Field(None, description="Checkpoint file; default: the committed model")
+    backend: str | None = Field(None, description="auto, torch, onnxruntime, onnxruntime-int8 or tensorrt")
 _OSRM_PREFIXES = ("/route/", "/table/", "/nearest/", "/trip/", "/match/", "/tile/")
 TRAFFIC_POLL_S = 5.0
 
@@ -85,10 +90,6 @@ def create_app(settings: Settings | None = None, container: Container | None = N
         c: Container = request.app.state.container
         return Response(c.metrics.render(), media_type="text/plain; version=0.0.4")
 
-    class ModelActivate(BaseModel):
-        checkpoint: str | None = None
-        backend: str | None = None
-
     @app.post("/v1/admin/cache/flush", tags=["admin"], summary="Drop every cached route")
     def flush_cache(request: Request) -> Any:
         c: Container = request.app.state.container
@@ -107,6 +108,8 @@ def create_app(settings: Settings | None = None, container: Container | None = N
         if checkpoint is not None and not checkpoint.is_file():
             return osrm.osrm_json({"detail": [{"loc": ["body", "checkpoint"], "msg": "file not found"}]}, 422)
         name = body.backend or c.settings.model_backend
+        if name not in ("auto", "torch", "onnxruntime", "onnxruntime-int8", "tensorrt", "none"):
+            return osrm.osrm_json({"detail": [{"loc": ["body", "backend"], "msg": f"unknown backend {name!r}"}]}, 422)
         model_dir = Path(c.settings.model_dir) / ("swap-" + (checkpoint.stem if checkpoint else "default"))
         # Built and warmed aside; requests keep using the old model until the swap.
         model = await asyncio.to_thread(load_model, name, model_dir, checkpoint, c.settings.model_threads)
