@@ -8,8 +8,10 @@ order; an error travels in its own reply and never takes the others down with it
 from __future__ import annotations
 
 import logging
+import os
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
@@ -46,10 +48,13 @@ class BatchSolver:
     batch uses the backend it started with.
     """
 
-    def __init__(self, backend: Backend | None, worker_id: str) -> None:
+    def __init__(self, backend: Backend | None, worker_id: str, search_threads: int | None = None) -> None:
+        """``search_threads``: searches of one batch run in parallel on this many threads (default: CPUs)."""
         self.worker_id = worker_id
         self._backend = backend
         self._lock = threading.Lock()
+        threads = search_threads if search_threads is not None else (os.cpu_count() or 1)
+        self._search_pool = ThreadPoolExecutor(threads, thread_name_prefix="search") if threads > 1 else None
         self._batches = 0
         self._requests = 0
         self._guided = 0
@@ -144,12 +149,13 @@ class BatchSolver:
             inference_ms = (time.perf_counter() - t0) * 1e3
 
         # 4. A search per request, each within its own budget (and never past its deadline).
-        for i in live:
+        # The compiled search releases the GIL, so the searches of a batch run on all cores.
+        def search_one(i: int) -> None:
             r = requests[i]
             remaining_ms = (r.deadline - time.time()) * 1e3
             if remaining_ms <= 0:
                 replies[i] = self._deadline_reply(r, size, queue_wait[i])
-                continue
+                return
             guided = i in scores
             timings = {"queue_wait": queue_wait[i], "inference": inference_ms if guided else 0.0}
             if i in feature_ms:
@@ -164,7 +170,7 @@ class BatchSolver:
                     self._errors += 1
                 timings["search"] = (time.perf_counter() - t0) * 1e3
                 replies[i] = self._reply(r, size, error=f"internal: {exc}", timings=timings)
-                continue
+                return
             timings["search"] = (time.perf_counter() - t0) * 1e3
             if guided and backend is not None:
                 with self._lock:
@@ -173,6 +179,12 @@ class BatchSolver:
                                          model_version=backend.version, guided=True)  # fmt: skip
             else:
                 replies[i] = self._reply(r, size, order=result.order, timings=timings)
+
+        if len(live) > 1 and self._search_pool is not None:
+            list(self._search_pool.map(search_one, live))
+        else:
+            for i in live:
+                search_one(i)
         return [rep if rep is not None else self._reply(requests[k], size, error="internal: no reply")
                 for k, rep in enumerate(replies)]  # fmt: skip
 

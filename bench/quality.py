@@ -49,7 +49,8 @@ from routing_core.problem_io import read_tsplib  # noqa: E402
 
 SHARED = REPO.parent / "shared" / "data"
 RESULTS = REPO / "bench" / "results"
-Solver = Callable[[Problem, float, int], tuple[tuple[int, ...], float]]  # (problem, budget ms, seed) -> (order, ms)
+# (problem, budget ms, seed) -> (order or None when no route was found in the budget, ms)
+Solver = Callable[[Problem, float, int], tuple[tuple[int, ...] | None, float]]
 
 
 def run_ours(scorer: Callable | None) -> Solver:
@@ -71,7 +72,7 @@ def run_nn(problem: Problem, budget_ms: float, seed: int) -> tuple[tuple[int, ..
     return res.order, res.elapsed_ms
 
 
-def run_ortools(problem: Problem, budget_ms: float, seed: int) -> tuple[tuple[int, ...], float]:
+def run_ortools(problem: Problem, budget_ms: float, seed: int) -> tuple[tuple[int, ...] | None, float]:
     from ortools.constraint_solver import pywrapcp, routing_enums_pb2
 
     t0 = time.perf_counter()
@@ -90,6 +91,8 @@ def run_ortools(problem: Problem, budget_ms: float, seed: int) -> tuple[tuple[in
     params.local_search_metaheuristic = routing_enums_pb2.LocalSearchMetaheuristic.GUIDED_LOCAL_SEARCH
     params.time_limit.FromMilliseconds(int(budget_ms))
     sol = routing.SolveWithParameters(params)
+    if sol is None:  # no first solution within the budget (large instances)
+        return None, (time.perf_counter() - t0) * 1e3
     order = []
     idx = routing.Start(0)
     while not routing.IsEnd(idx):
@@ -138,6 +141,9 @@ def bench_tsplib(methods: dict[str, Solver], quick: bool) -> dict[str, object]:
             if m == "lkh":
                 continue
             order, ms = fn(problem, budget, 0)
+            if order is None:
+                row[m] = {"gap_pct": None, "ms": round(ms, 1), "note": "no route within the budget"}
+                continue
             gap = 100.0 * (evaluate(problem, order).travel_s / optima[name] - 1.0)
             row[m] = {"gap_pct": round(gap, 3), "ms": round(ms, 1)}
             g, t = groups.setdefault(group, {}).setdefault(m, ([], []))
@@ -186,6 +192,8 @@ def bench_road(methods: dict[str, Solver], sizes: list[int], count: int, seed: i
                 if m == "lkh":
                     continue
                 order, ms = fn(problem, budget, i)
+                if order is None:
+                    continue
                 gap = 100.0 * (evaluate(problem, order).travel_s / ref - 1.0)
                 res.setdefault(m, ([], []))[0].append(gap)
                 res[m][1].append(ms)
@@ -207,6 +215,8 @@ def bench_windows(methods: dict[str, Solver], sizes: list[int], count: int, seed
                 if m in ("lkh", "ortools"):
                     continue  # no windows in these baselines as run here
                 order, ms = fn(problem, budget, i)
+                if order is None:
+                    continue
                 ev = evaluate(problem, order)
                 r = res.setdefault(m, {"feasible": [], "gap": [], "ms": []})
                 r["feasible"].append(float(ev.feasible))

@@ -66,7 +66,7 @@ class SearchResult:
 # -- compiled kernels ----------------------------------------------------------------
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _evaluate(D, tour, early, late, serv):  # type: ignore[no-untyped-def]
     travel = 0.0
     lateness = 0.0
@@ -84,7 +84,7 @@ def _evaluate(D, tour, early, late, serv):  # type: ignore[no-untyped-def]
     return travel, lateness
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _objective(D, tour, early, late, serv, has_tw):  # type: ignore[no-untyped-def]
     travel, lateness = _evaluate(D, tour, early, late, serv)
     if has_tw:
@@ -92,7 +92,7 @@ def _objective(D, tour, early, late, serv, has_tw):  # type: ignore[no-untyped-d
     return travel
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _prefix(D, tour, fwd, bwd, pos):  # type: ignore[no-untyped-def]
     fwd[0] = 0.0
     bwd[0] = 0.0
@@ -108,7 +108,7 @@ def _prefix(D, tour, fwd, bwd, pos):  # type: ignore[no-untyped-def]
         pos[tour[k]] = k
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _apply_oropt(tour, i, s, x, rev, out):  # type: ignore[no-untyped-def]
     """Move tour[i:i+s] to sit between tour[x] and tour[x+1] (x outside the segment)."""
     n = tour.size
@@ -124,7 +124,7 @@ def _apply_oropt(tour, i, s, x, rev, out):  # type: ignore[no-untyped-def]
                 k += 1
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _apply_2opt(tour, i, j, out):  # type: ignore[no-untyped-def]
     """Reverse tour[i..j] inclusive."""
     for p in range(tour.size):
@@ -134,7 +134,7 @@ def _apply_2opt(tour, i, j, out):  # type: ignore[no-untyped-def]
             out[p] = tour[p]
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _local_search(D, tour, cand, early, late, serv, has_tw, active):  # type: ignore[no-untyped-def]
     """Improve ``tour`` in place until no candidate move helps; returns its objective."""
     n = tour.size
@@ -264,7 +264,7 @@ def _local_search(D, tour, cand, early, late, serv, has_tw, active):  # type: ig
     return _objective(D, tour, early, late, serv, has_tw)
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _segment_swap(tour, out, p1, p2, p3):  # type: ignore[no-untyped-def]
     """A B C D -> A C B D with B = tour[p1:p2], C = tour[p2:p3]."""
     n = tour.size
@@ -283,7 +283,7 @@ def _segment_swap(tour, out, p1, p2, p3):  # type: ignore[no-untyped-def]
         k += 1
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _kick(tour, out, pos, cand, max_span):  # type: ignore[no-untyped-def]
     """Double bridge (segment swap, no reversal) at cut points close in space or in the route.
 
@@ -314,12 +314,12 @@ def _kick(tour, out, pos, cand, max_span):  # type: ignore[no-untyped-def]
     return p1, p2, p3
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _seed(seed):  # type: ignore[no-untyped-def]
     np.random.seed(seed)
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _ils_round(D, best, cand, early, late, serv, has_tw, kicks, best_cost):  # type: ignore[no-untyped-def]
     """``kicks`` rounds of kick + local search from ``best``; updates it in place."""
     n = best.size
@@ -347,7 +347,7 @@ def _ils_round(D, best, cand, early, late, serv, has_tw, kicks, best_cost):  # t
     return best_cost
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _construct(D, scores, use_scores):  # type: ignore[no-untyped-def]
     """Greedy path from position 0 to the fixed last node: best-scored (or nearest) next node."""
     n = D.shape[0]

@@ -10,11 +10,10 @@ from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from sqlalchemy import text
-from starlette.exceptions import HTTPException as StarletteHTTPException
-
 from fastapi.responses import Response
 from pydantic import BaseModel, Field
+from sqlalchemy import text
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from routing_api import driver_api, osrm, osrm_trip
 from routing_api.bootstrap import Container, bootstrap, start_serving, stop_serving, use_model
@@ -26,6 +25,8 @@ log = logging.getLogger(__name__)
 class ModelActivate(BaseModel):
     checkpoint: str | None = Field(None, description="Checkpoint file; default: the committed model")
     backend: str | None = Field(None, description="auto, torch, onnxruntime, onnxruntime-int8 or tensorrt")
+
+
 _OSRM_PREFIXES = ("/route/", "/table/", "/nearest/", "/trip/", "/match/", "/tile/")
 TRAFFIC_POLL_S = 5.0
 

@@ -287,6 +287,28 @@ def cmd_bench(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_worker(args: argparse.Namespace) -> int:
+    from batch_worker.__main__ import WorkerConfigError, worker_entry
+    from routing_api.model_service import ensure_compiled
+    from routing_api.model_training import CHECKPOINT
+
+    settings = _settings()
+    logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if not settings.amqp_url:
+        raise CliError("`routing worker` needs ROUTING_AMQP_URL (the RabbitMQ it consumes from)")
+    backend = args.backend or settings.model_backend
+    model_dir = Path(settings.model_dir)
+    if backend not in ("none", "torch") and CHECKPOINT.is_file():
+        ensure_compiled(CHECKPOINT, model_dir)
+    try:
+        return worker_entry(amqp_url=settings.amqp_url, queue=settings.queue_name, backend=backend,
+                            model_dir=model_dir, checkpoint=CHECKPOINT, max_batch=settings.max_batch,
+                            max_wait_ms=settings.max_wait_ms, prefetch=max(64, 2 * settings.max_batch),
+                            worker_id=args.worker_id, threads=settings.model_threads or None)  # fmt: skip
+    except WorkerConfigError as exc:
+        raise CliError(str(exc)) from None
+
+
 def cmd_serve(args: argparse.Namespace) -> int:
     import uvicorn
 
@@ -316,6 +338,15 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--mode", choices=("monolith", "api"), default=None,
                        help="monolith (default): queue and batcher in this process; api: RabbitMQ to `routing worker`")  # fmt: skip
     serve.set_defaults(func=cmd_serve)
+
+    worker = sub.add_parser(
+        "worker", help="serve solve requests from RabbitMQ (services mode); start more to scale out"
+    )
+    worker.add_argument("--backend", default=None,
+                        choices=("auto", "torch", "onnxruntime", "onnxruntime-int8", "tensorrt", "none"),
+                        help="default: ROUTING_MODEL_BACKEND")  # fmt: skip
+    worker.add_argument("--worker-id", default=None, help="name in replies (default host-pid)")
+    worker.set_defaults(func=cmd_worker)
 
     db = sub.add_parser("db", help="database schema (Alembic)")
     db.add_argument("action", choices=("upgrade", "downgrade"))

@@ -10,7 +10,7 @@ from fastapi.responses import Response
 
 from routing_api.osrm import osrm_json
 from routing_api.route_service import RouteError, RouteService
-from routing_api.schemas import DriverPublic, PositionIn, RouteRequestIn, RoutePublic
+from routing_api.schemas import DriverPublic, PositionIn, RoutePublic, RouteRequestIn
 
 router = APIRouter(prefix="/v1", tags=["driver"])
 

@@ -110,7 +110,10 @@ def test_end_kinds(app_client, points) -> None:
 def test_impossible_window_names_the_late_stop(app_client, points) -> None:
     client, _ = app_client
     body = _request(points, 4)
-    window = {"earliest": (DEPART - timedelta(hours=1)).isoformat(), "latest": (DEPART + timedelta(seconds=1)).isoformat()}
+    window = {
+        "earliest": (DEPART - timedelta(hours=1)).isoformat(),
+        "latest": (DEPART + timedelta(seconds=1)).isoformat(),
+    }
     body["stops"][2]["window"] = window  # type: ignore[index]
     r = client.post("/v1/routes", json=body).json()
     assert r["feasible"] is False and r["late_stops"] == ["s3"]
@@ -122,8 +125,12 @@ def test_impossible_window_names_the_late_stop(app_client, points) -> None:
     ("mutate", "loc_part"),
     [
         (lambda b: b["stops"].append(dict(b["stops"][0])), "stops"),  # duplicate id
-        (lambda b: b["stops"][0].update(window={"earliest": "2026-11-30T10:00:00Z", "latest": "2026-11-30T09:00:00Z"}),
-         "window"),
+        (
+            lambda b: b["stops"][0].update(
+                window={"earliest": "2026-11-30T10:00:00Z", "latest": "2026-11-30T09:00:00Z"}
+            ),
+            "window",
+        ),
         (lambda b: b["stops"][1].update(lat=10.0, lon=10.0), "stops"),  # far outside the map
         (lambda b: b["start"].update(lat=95.0), "lat"),
         (lambda b: b.update(stops=[]), "stops"),
