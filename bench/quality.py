@@ -152,7 +152,7 @@ def bench_tsplib(methods: dict[str, Solver], quick: bool) -> dict[str, object]:
         per_instance.append(row)
         print(
             f"  tsplib {name:9s} n={n:5d} "
-            + " ".join(f"{m}={row[m]['gap_pct']:.2f}%/{row[m]['ms']:.0f}ms" for m in methods if m in row),
+            + " ".join(f"{m}={row[m]['gap_pct']}%/{row[m]['ms']:.0f}ms" for m in methods if m in row),
             flush=True,
         )  # type: ignore[index]
     return {"instances": per_instance,

@@ -46,7 +46,7 @@ class OsrmError(Exception):
         self.status = status
 
 
-def osrm_json(body: dict[str, Any], status: int = 200) -> Response:
+def osrm_json(body: dict[str, Any] | list[Any], status: int = 200) -> Response:
     return Response(orjson.dumps(body, option=orjson.OPT_SERIALIZE_NUMPY), status_code=status,
                     media_type="application/json")  # fmt: skip
 

@@ -111,7 +111,7 @@ class RouteService:
             if s.window is not None:
                 earliest[i] = max(0.0, (s.window.earliest - depart_at).total_seconds())
                 latest[i] = (s.window.latest - depart_at).total_seconds()
-        end = EndKind.FIXED if fixed_end else EndKind(req.end)
+        end = EndKind(req.end) if isinstance(req.end, str) else EndKind.FIXED
         try:
             problem = Problem(matrix=matrix, earliest=earliest, latest=np.maximum(latest, earliest), service_s=service,
                               end=end, end_node=n - 1 if fixed_end else None,

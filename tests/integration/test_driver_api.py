@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
+from itertools import pairwise
 from pathlib import Path
 
 import numpy as np
@@ -70,7 +71,7 @@ def test_route_answer_shape_and_consistency(app_client, points) -> None:
     assert [leg["from"] for leg in legs] == chain[:-1] and [leg["to"] for leg in legs] == chain[1:]
     # each leg's geometry starts where the previous ended
     ends = [polyline.decode(leg["geometry"], 6) for leg in legs]
-    for (a_lat, a_lon), (b_lat, b_lon) in zip(ends[:-1], ends[1:], strict=True):
+    for (a_lat, a_lon), (b_lat, b_lon) in pairwise(ends):
         assert abs(a_lat[-1] - b_lat[0]) < 1e-5 and abs(a_lon[-1] - b_lon[0]) < 1e-5
     arrivals = [datetime.fromisoformat(s["arrival"]) for s in body["stops"]]
     assert arrivals == sorted(arrivals) and arrivals[0] > DEPART

@@ -28,8 +28,8 @@ def problems():
 def test_features_shapes_and_candidate_graph(problems) -> None:
     for p in problems:
         f = build_features(p)
-        n_graph = p.n_nodes if p.end is EndKind.FIXED else p.n_nodes
-        assert f.x.shape == (n_graph, NODE_FEATURES)
+        # graph nodes: the start, the stops and a fixed end; never a virtual end
+        assert f.x.shape == (p.n_nodes, NODE_FEATURES)
         assert f.edge_attr.shape == (f.edge_index.shape[1], EDGE_FEATURES)
         src, dst = f.edge_index
         assert (src != dst).all(), "no self loops"
