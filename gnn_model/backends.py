@@ -14,7 +14,6 @@ returns one score array per problem, in order.
 from __future__ import annotations
 
 import logging
-import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -100,7 +99,12 @@ class OnnxRuntimeBackend:
             )
         opts = ort.SessionOptions()
         opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        opts.intra_op_num_threads = threads or int(os.environ.get("ROUTING_MODEL_THREADS", "0") or 0)
+        # One thread per session: ONNX Runtime's ScatterND with reduction="add" (our row-wise
+        # message sums) races on repeated indices when split across threads (measured: up to
+        # 0.1 of error). Parallelism comes from batching, more workers and the search pool.
+        if threads and threads > 1:
+            log.warning("onnxruntime backend runs single-threaded (asked for %d threads)", threads)
+        opts.intra_op_num_threads = 1
         opts.inter_op_num_threads = 1
         self.session = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
         self.name = "onnxruntime-int8" if int8 else "onnxruntime"

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from gnn_model.backends import Backend, BackendUnavailable, FeatureBatch, load_backend
-from gnn_model.compile import Manifest, compile_model
+from gnn_model.compile import EXPORT_REVISION, Manifest, compile_model
 from gnn_model.search import warm_up
 from routing_api.model_training import CHECKPOINT
 
@@ -38,7 +38,8 @@ def ensure_compiled(checkpoint: Path, model_dir: Path) -> Manifest:
     _, meta = load_checkpoint(checkpoint)
     try:
         manifest = Manifest.read(model_dir)
-        if manifest.checkpoint_version == meta["version"] and len(manifest.precisions) > 1:
+        if (manifest.checkpoint_version == meta["version"] and len(manifest.precisions) > 1
+                and manifest.export_revision == EXPORT_REVISION):  # fmt: skip
             return manifest
     except FileNotFoundError:
         pass

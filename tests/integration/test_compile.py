@@ -54,7 +54,10 @@ def model_dir(tmp_path_factory: pytest.TempPathFactory, checkpoint: Path, featur
 def test_export_passes_checker_and_writes_manifest(model_dir: Path, checkpoint: Path) -> None:
     import onnx
 
-    onnx.checker.check_model(onnx.load(str(model_dir / FP32_FILE)), full_check=True)
+    graph = onnx.load(str(model_dir / FP32_FILE))
+    onnx.checker.check_model(graph, full_check=True)
+    ops = {node.op_type for node in graph.graph.node}
+    assert "ScatterND" in ops and "ScatterElements" not in ops  # the row-wise sums were rewritten
     m = Manifest.read(model_dir)
     assert set(m.inputs) == {"x", "edge_index", "edge_attr"} and set(m.outputs) == {"edge_logits"}
     assert m.precisions[0] == "fp32" and m.precisions[1].startswith("int8")
