@@ -43,13 +43,16 @@ class SearchParams:
     time_limit_ms: float = 100.0
     max_iterations: int = 1_000_000
     seed: int = 0
-    n_candidates: int = 10
+    n_candidates: int = 14
+    accept_worse: float = 0.003  # relative: the walk may step to a route this much worse (0 = never worse)
 
     def __post_init__(self) -> None:
         if not self.time_limit_ms >= 0:
             raise ValueError(f"time_limit_ms must be >= 0, got {self.time_limit_ms}")
         if self.max_iterations < 0:
             raise ValueError(f"max_iterations must be >= 0, got {self.max_iterations}")
+        if not 0.0 <= self.accept_worse < 1.0:
+            raise ValueError(f"accept_worse must be in [0, 1), got {self.accept_worse}")
         if self.n_candidates < 1:
             raise ValueError(f"n_candidates must be >= 1, got {self.n_candidates}")
 
@@ -320,18 +323,25 @@ def _seed(seed):  # type: ignore[no-untyped-def]
 
 
 @njit(cache=True, nogil=True)
-def _ils_round(D, best, cand, early, late, serv, has_tw, kicks, best_cost):  # type: ignore[no-untyped-def]
-    """``kicks`` rounds of kick + local search from ``best``; updates it in place."""
+def _ils_round(D, best, cand, early, late, serv, has_tw, kicks, best_cost, accept):  # type: ignore[no-untyped-def]
+    """``kicks`` rounds of kick + local search; ``best`` (and its cost) improve in place.
+
+    The walk starts from ``best`` and may step to a route up to ``accept`` (relative)
+    worse than where it stands, which lets it leave a local optimum; the best route seen
+    is kept. Each round restarts the walk from the best route.
+    """
     n = best.size
+    cur = best.copy()
+    cur_cost = best_cost
     trial = np.empty_like(best)
     active = np.zeros(n, np.bool_)
     pos = np.empty(n, np.int64)
     for k in range(n):
-        pos[best[k]] = k
+        pos[cur[k]] = k
     for _ in range(kicks):
         if n - 2 < 8:
             return best_cost
-        p1, p2, p3 = _kick(best, trial, pos, cand, 30)
+        p1, p2, p3 = _kick(cur, trial, pos, cand, 30)
         # The three new joins: before B's new place, between C and B, after B.
         mid = p1 + (p3 - p2)
         for p in (p1 - 1, p1, mid - 1, mid, p3 - 1, p3):
@@ -339,11 +349,14 @@ def _ils_round(D, best, cand, early, late, serv, has_tw, kicks, best_cost):  # t
                 active[trial[p]] = True
         cost = _local_search(D, trial, cand, early, late, serv, has_tw, active)
         # Equal cost is accepted too: it lets the search walk across plateaus.
-        if cost <= best_cost + 1e-9:
-            best_cost = min(cost, best_cost)
-            best[:] = trial
+        if cost <= cur_cost * (1.0 + accept) + 1e-9:
+            cur_cost = cost
+            cur[:] = trial
             for k in range(n):
-                pos[best[k]] = k
+                pos[cur[k]] = k
+            if cost < best_cost - 1e-9:
+                best_cost = cost
+                best[:] = trial
     return best_cost
 
 
@@ -465,7 +478,7 @@ def solve(problem: Problem, params: SearchParams | None = None, scores: np.ndarr
     deadline = t0 + params.time_limit_ms / 1000.0
     while iterations < params.max_iterations and time.perf_counter() < deadline and L - 2 >= 8:
         kicks = min(KICKS_PER_ROUND, params.max_iterations - iterations)
-        cost = _ils_round(lp.D, tour, cand, lp.early, lp.late, lp.serv, lp.has_tw, kicks, cost)
+        cost = _ils_round(lp.D, tour, cand, lp.early, lp.late, lp.serv, lp.has_tw, kicks, cost, params.accept_worse)
         iterations += kicks
     order = tuple(int(x) for x in lp.nodes[tour[1 : L - 1]])
     evaluation = evaluate(problem, order)
