@@ -278,8 +278,10 @@ def cmd_bench(args: argparse.Namespace) -> int:
     import json
 
     from gnn_model.backend_bench import run
+    from routing_api.model_service import ensure_compiled
 
     checkpoint, model_dir = _model_paths(args)
+    ensure_compiled(checkpoint, model_dir)
     names = args.backends.split(",")
     result = run(model_dir, checkpoint, names, args.threads, args.seed, args.min_seconds,
                  log=(lambda line: None) if args.json else print)  # fmt: skip
