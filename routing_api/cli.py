@@ -244,9 +244,10 @@ def _model_paths(args: argparse.Namespace) -> tuple[Path, Path]:
 
 def cmd_compile(args: argparse.Namespace) -> int:
     from gnn_model.compile import compile_model
+    from routing_api.model_service import calibration_features
 
     checkpoint, model_dir = _model_paths(args)
-    calibration = _calibration_features(64)
+    calibration = calibration_features(64)
     if args.backend == "tensorrt":
         from gnn_model.backends import BackendUnavailable, TensorRTBackend
 
@@ -261,17 +262,6 @@ def cmd_compile(args: argparse.Namespace) -> int:
                                  int8_mode=args.int8_mode, calibration=calibration)  # fmt: skip
     print(f"model {manifest.version} ({', '.join(manifest.precisions)}) written to {model_dir}")
     return 0
-
-
-def _calibration_features(count: int):  # type: ignore[no-untyped-def]
-    """Features of training-like problems (seeded), for export examples and int8 calibration."""
-    import numpy as np
-
-    from gnn_model.features import build_features
-    from gnn_model.training import euclidean_problem, vary
-
-    rng = np.random.default_rng(1234)
-    return [build_features(vary(euclidean_problem(int(rng.integers(20, 101)), rng), rng)) for _ in range(count)]
 
 
 def cmd_bench(args: argparse.Namespace) -> int:

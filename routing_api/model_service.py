@@ -21,14 +21,15 @@ class LoadedModel:
     version: str
 
 
-def _calibration():  # type: ignore[no-untyped-def]
+def calibration_features(count: int = 32):  # type: ignore[no-untyped-def]
+    """Features of training-like problems (seeded): export example, int8 calibration, warm-up."""
     import numpy as np
 
     from gnn_model.features import build_features
     from gnn_model.training import euclidean_problem, vary
 
     rng = np.random.default_rng(1234)
-    return [build_features(vary(euclidean_problem(int(rng.integers(20, 101)), rng), rng)) for _ in range(32)]
+    return [build_features(vary(euclidean_problem(int(rng.integers(20, 101)), rng), rng)) for _ in range(count)]
 
 
 def ensure_compiled(checkpoint: Path, model_dir: Path) -> Manifest:
@@ -44,7 +45,7 @@ def ensure_compiled(checkpoint: Path, model_dir: Path) -> Manifest:
     except FileNotFoundError:
         pass
     log.info("compiling model %s into %s", meta["version"], model_dir)
-    calibration = _calibration()
+    calibration = calibration_features()
     return compile_model(checkpoint, model_dir, calibration[0], int8=True, calibration=calibration)
 
 
@@ -65,7 +66,7 @@ def load_model(backend_name: str, model_dir: Path, checkpoint: Path | None = Non
         log.warning("backend %s unavailable (%s): falling back to onnxruntime", backend_name, exc)
         backend = load_backend("onnxruntime", model_dir, checkpoint, threads=threads)
     # Warm-up: the first call pays for allocations and kernel selection, not a driver.
-    calib = _calibration()
+    calib = calibration_features(8)
     backend.predict(FeatureBatch.of(calib[:8]))
     log.info("model backend %s, version %s, warmed up", backend.name, backend.version)
     return LoadedModel(backend, backend.name, backend.version)

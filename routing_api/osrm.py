@@ -21,7 +21,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
 from graph_store import polyline
-from graph_store.routing_graph import Phantoms, RoutingSnapshot, SnapError
+from graph_store.routing_graph import Leg, Phantoms, RoutingSnapshot, SnapError
 from graph_store.service import NoActiveMap, RoadGraphService
 from routing_api.settings import Settings
 
@@ -187,6 +187,27 @@ def _geometry(lat: np.ndarray, lon: np.ndarray, kind: str) -> Any:
     return polyline.encode(lat, lon, 6 if kind == "polyline6" else 5)
 
 
+def route_body(legs: list[Leg], overview: str, geometries: str) -> dict[str, Any]:
+    """One OSRM route object (``routes[i]`` of route, ``trips[i]`` of trip) from our legs."""
+    duration = sum(leg.duration_s for leg in legs)
+    distance = sum(leg.distance_m for leg in legs)
+    body: dict[str, Any] = {
+        "legs": [
+            {"steps": [], "summary": "", "weight": round(leg.duration_s, 1),
+             "duration": round(leg.duration_s, 1), "distance": round(leg.distance_m, 1)}
+            for leg in legs
+        ],
+        "weight_name": "duration", "weight": round(duration, 1),
+        "duration": round(duration, 1), "distance": round(distance, 1),
+    }  # fmt: skip
+    if overview != "false":
+        # "simplified" returns the full geometry: city routes are short enough.
+        lat_all = np.concatenate([legs[0].lat] + [leg.lat[1:] for leg in legs[1:]])
+        lon_all = np.concatenate([legs[0].lon] + [leg.lon[1:] for leg in legs[1:]])
+        body["geometry"] = _geometry(lat_all, lon_all, geometries)
+    return body
+
+
 def _versions(snapshot: RoutingSnapshot) -> dict[str, Any]:
     return {"graph_version": snapshot.graph.map_version, "traffic_epoch": snapshot.epoch}
 
@@ -249,22 +270,7 @@ def route(profile: str, coordinates: str, request: Request) -> Response:
             legs = snapshot.route(ph, when)
         except ValueError:
             raise OsrmError("NoRoute", "Impossible route between points") from None
-        duration = sum(leg.duration_s for leg in legs)
-        distance = sum(leg.distance_m for leg in legs)
-        body_route: dict[str, Any] = {
-            "legs": [
-                {"steps": [], "summary": "", "weight": round(leg.duration_s, 1),
-                 "duration": round(leg.duration_s, 1), "distance": round(leg.distance_m, 1)}
-                for leg in legs
-            ],
-            "weight_name": "duration", "weight": round(duration, 1),
-            "duration": round(duration, 1), "distance": round(distance, 1),
-        }  # fmt: skip
-        if overview != "false":
-            # "simplified" returns the full geometry: city routes are short enough.
-            lat_all = np.concatenate([legs[0].lat] + [leg.lat[1:] for leg in legs[1:]])
-            lon_all = np.concatenate([legs[0].lon] + [leg.lon[1:] for leg in legs[1:]])
-            body_route["geometry"] = _geometry(lat_all, lon_all, geometries)
+        body_route = route_body(legs, overview, geometries)
         return osrm_json({"code": "Ok", "routes": [body_route], "waypoints": _waypoints(snapshot, ph),
                           **_versions(snapshot)})  # fmt: skip
 

@@ -10,9 +10,7 @@ from __future__ import annotations
 
 import time
 import uuid
-from typing import Any
 
-import numpy as np
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
@@ -75,18 +73,7 @@ async def trip(profile: str, coordinates: str, request: Request) -> Response:
         for pos, idx in enumerate(visit):
             waypoints[idx]["waypoint_index"] = pos
             waypoints[idx]["trips_index"] = 0
-        duration = sum(leg.duration_s for leg in legs)
-        distance = sum(leg.distance_m for leg in legs)
-        body_trip: dict[str, Any] = {
-            "legs": [{"steps": [], "summary": "", "weight": round(leg.duration_s, 1),
-                      "duration": round(leg.duration_s, 1), "distance": round(leg.distance_m, 1)} for leg in legs],
-            "weight_name": "duration", "weight": round(duration, 1), "duration": round(duration, 1),
-            "distance": round(distance, 1),
-        }  # fmt: skip
-        if overview != "false":
-            lat_all = np.concatenate([legs[0].lat] + [leg.lat[1:] for leg in legs[1:]])
-            lon_all = np.concatenate([legs[0].lon] + [leg.lon[1:] for leg in legs[1:]])
-            body_trip["geometry"] = osrm._geometry(lat_all, lon_all, geometries)
+        body_trip = osrm.route_body(legs, overview, geometries)
         return osrm.osrm_json({"code": "Ok", "waypoints": waypoints, "trips": [body_trip],
                                "backend": reply.backend, **osrm._versions(snapshot)})  # fmt: skip
     except osrm.OsrmError as exc:
