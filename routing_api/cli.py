@@ -11,8 +11,10 @@ import csv
 import logging
 import sys
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 from sqlalchemy import inspect
 
@@ -35,14 +37,28 @@ def _settings():  # type: ignore[no-untyped-def]
         raise CliError(f"invalid setting ROUTING_{str(first['loc'][0]).upper()}: {first['msg']}") from None
 
 
-def _container(migrate: bool = False):  # type: ignore[no-untyped-def]
-    from routing_api.bootstrap import bootstrap
+@dataclass
+class _MapStore:
+    """What the map and traffic commands need: the database, nothing of the serving stack
+    (importing the model and queue code would cost seconds per command)."""
 
-    container = bootstrap(_settings(), migrate=migrate)
-    if not migrate and not inspect(container.engine).has_table("map_versions"):
-        container.close()
+    settings: Any
+    engine: Any
+    maps: Any
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+
+def _container() -> _MapStore:
+    from graph_store.repository import MapRepository, make_engine
+
+    settings = _settings()
+    engine = make_engine(settings.database_url)
+    if not inspect(engine).has_table("map_versions"):
+        engine.dispose()
         raise CliError("database not initialised: run `routing db upgrade` first")
-    return container
+    return _MapStore(settings, engine, MapRepository(engine))
 
 
 def _progress_printer():  # type: ignore[no-untyped-def]
@@ -82,7 +98,7 @@ def cmd_db(args: argparse.Namespace) -> int:
 
 def cmd_import_map(args: argparse.Namespace) -> int:
     from graph_store.osm_import import MapImportError
-    from routing_api.bootstrap import default_map_path
+    from routing_api.settings import default_map_path
 
     container = _container()
     try:

