@@ -105,7 +105,12 @@ def _scatter_rows(model: Any) -> int:
         attrs = {a.name: helper.get_attribute_value(a) for a in node.attribute}
         data, indices, updates = node.input
         expand = producers.get(indices)
-        if attrs.get("reduction") != b"add" or attrs.get("axis", 0) != 0 or expand is None or expand.op_type != "Expand":
+        if (
+            attrs.get("reduction") != b"add"
+            or attrs.get("axis", 0) != 0
+            or expand is None
+            or expand.op_type != "Expand"
+        ):
             continue
         row_indices = expand.input[0]  # [E, 1]: one target row per update row
         nodes.remove(node)

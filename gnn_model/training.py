@@ -29,6 +29,9 @@ from gnn_model.search import SearchParams, localize, solve
 from routing_core.problem import EndKind, Problem, evaluate
 
 Progress = Callable[[str, int, int, dict[str, float]], None]
+# The search settings the data is made with, pinned so that later changes to the
+# serving defaults do not change the training data (the checkpoint stays reproducible).
+DATA_SEARCH = {"n_candidates": 10, "accept_worse": 0.0}
 
 
 def _quiet(stage: str, done: int, total: int, info: dict[str, float]) -> None:
@@ -62,7 +65,8 @@ def with_windows(problem: Problem, rng: np.random.Generator) -> Problem:
     service[problem.start] = 0.0
     base = Problem(problem.matrix, service_s=service, start=problem.start, end=problem.end,
                    end_node=problem.end_node, coords=problem.coords)  # fmt: skip
-    route = solve(base, SearchParams(time_limit_ms=20, max_iterations=200, seed=int(rng.integers(1 << 30))))
+    route = solve(base, SearchParams(time_limit_ms=1e9, max_iterations=200, seed=int(rng.integers(1 << 30)),
+                                     **DATA_SEARCH))  # type: ignore[arg-type]  # fmt: skip
     ev = route.evaluation
     earliest = np.zeros(problem.n_nodes)
     latest = np.full(problem.n_nodes, math.inf)
@@ -109,7 +113,8 @@ def _label_one(args: tuple[Problem, int, int, int]) -> tuple[tuple[int, ...], st
         candidates.append((evaluate(problem, order).cost(), 0, order, "pyvrp"))
     except RuntimeError:
         pass
-    ours = solve(problem, SearchParams(time_limit_ms=1e9, max_iterations=search_iterations, seed=seed))
+    ours = solve(problem, SearchParams(time_limit_ms=1e9, max_iterations=search_iterations, seed=seed,
+                                       **DATA_SEARCH))  # type: ignore[arg-type]  # fmt: skip
     candidates.append((ours.evaluation.cost(), 1, ours.order, "search"))
     best = min(candidates)
     return best[2], best[3]
