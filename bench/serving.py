@@ -32,12 +32,12 @@ Every miss run flushes the route cache first (``POST /v1/admin/cache/flush``) an
 got anyway (should be 0). Server settings are the service defaults unless a table says otherwise
 (``max_wait_ms`` 5, ``max_queue`` 1000, ``request_timeout_s`` 10), ``time_budget_ms`` 50.
 
-    .venv/bin/python bench/serving.py                       # full run (~12 min on 2 cores)
+    .venv/bin/python bench/serving.py                       # full run (~10 min on 2 cores)
     .venv/bin/python bench/serving.py --quick               # smoke run, does not touch serving-latest.json
     .venv/bin/python bench/serving.py --scenarios c20,cache --duration 10
 
-Writes ``bench/results/serving-<UTC timestamp>.json`` and ``bench/results/serving-latest.json``
-(``serving-quick-<timestamp>.json`` for ``--quick``).
+Writes ``bench/results/serving-<UTC timestamp>.json``, and ``bench/results/serving-latest.json`` after a
+run of every scenario (``serving-quick-<timestamp>.json`` for ``--quick``).
 """
 
 from __future__ import annotations
@@ -983,9 +983,10 @@ def main(argv: list[str] | None = None) -> int:
         text = json.dumps(result, indent=1) + "\n"
         target.write_text(text)
         latest = RESULTS / "serving-latest.json"
-        if not args.quick:
+        full = not args.quick and wanted == set(SCENARIOS)  # latest: the last full run, never a subset
+        if full:
             latest.write_text(text)
-        print(f"\nwrote {target.relative_to(REPO)}" + ("" if args.quick else f" and {latest.relative_to(REPO)}"))
+        print(f"\nwrote {target.relative_to(REPO)}" + (f" and {latest.relative_to(REPO)}" if full else ""))
     print(
         f"wall {result['wall_s']:.0f} s; load {result['machine']['loadavg_start']} -> {result['machine']['loadavg_end']}"
     )

@@ -372,6 +372,11 @@ class RoutingSnapshot:
                     la, lo = la[1:], lo[1:]
                 lat_parts.append(la)
                 lon_parts.append(lo)
+            if not lat_parts:
+                # Both points at one intersection, reached from different roads: every piece
+                # has zero length, and the leg is that one point.
+                lat_parts = [np.asarray([a.lat[0], b.lat[0]])]
+                lon_parts = [np.asarray([a.lon[0], b.lon[0]])]
             distance = float(sum(lengths[e] * (f1 - f0) for e, f0, f1 in pieces))
             legs.append(
                 Leg(float(best[0, 0]) / 1000.0, distance, np.concatenate(lat_parts), np.concatenate(lon_parts), nodes)

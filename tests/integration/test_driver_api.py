@@ -192,3 +192,15 @@ def test_model_hot_swap_keeps_answering(app_client, points) -> None:
     back = client.post("/v1/admin/model", json={"backend": "onnxruntime"}).json()
     assert back["backend"] == "onnxruntime"
     assert client.post("/v1/admin/model", json={"checkpoint": "/nonexistent.pt"}).status_code == 422
+
+
+def test_two_stops_at_one_intersection_from_different_roads(app_client) -> None:
+    # These two points snap to the same intersection, one at the end of the incoming road and
+    # one at the start of the outgoing road: a leg of zero length (it used to be a 500).
+    client, _ = app_client
+    body = {"driver_id": "r", "start": {"lat": 60.177251, "lon": 24.944360}, "end": "open",
+            "stops": [{"id": "b", "lat": 60.177762, "lon": 24.945102}]}  # fmt: skip
+    r = client.post("/v1/routes", json=body)
+    assert r.status_code == 200, r.text
+    legs = r.json()["legs"]
+    assert len(legs) == 1 and legs[0]["geometry"]
