@@ -35,24 +35,20 @@ import cProfile
 import io
 import json
 import os
-import platform
 import pstats
-import shutil
-import signal
-import socket
 import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from datetime import UTC, datetime
-from importlib import metadata
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
 import httpx
 import numpy as np
+from common import BenchError, free_port, git_info, machine_info, routing_bin, sigterm_as_exit, versions
 from scipy.sparse import csr_matrix
 from scipy.sparse.csgraph import dijkstra
 from starlette.requests import Request
@@ -73,10 +69,6 @@ SNAP_LIMIT_M = 500.0  # the service's default ROUTING_SNAP_MAX_DISTANCE_M
 POINT_MAX_M = 450.0  # random points are kept when they snap closer than this (margin under the limit)
 TABLE_SIZES = (10, 50, 100)
 SCHEMA = 1
-
-
-class BenchError(RuntimeError):
-    """The benchmark cannot go on; the message says why."""
 
 
 # -- small helpers ------------------------------------------------------------------------
@@ -100,22 +92,6 @@ def timed(fn: Callable[[], Any]) -> tuple[float, Any]:
     t0 = time.perf_counter()
     out = fn()
     return time.perf_counter() - t0, out
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def routing_bin() -> str:
-    here = Path(sys.executable).parent / "routing"
-    if here.is_file():
-        return str(here)
-    found = shutil.which("routing")
-    if found is None:
-        raise BenchError("the `routing` console script was not found (pip install -e .[dev] in the venv)")
-    return found
 
 
 def run_cli(args: list[str], env: dict[str, str]) -> tuple[float, str]:
@@ -613,42 +589,6 @@ def comparison_markdown(prev: dict[str, Any], cur: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def machine_info() -> dict[str, Any]:
-    cpu = ""
-    with contextlib.suppress(OSError):
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    mem_gb = None
-    with contextlib.suppress(OSError, ValueError, IndexError):
-        for line in Path("/proc/meminfo").read_text().splitlines():
-            if line.startswith("MemTotal"):
-                mem_gb = round(int(line.split()[1]) / 1024 / 1024, 1)
-    return {"platform": platform.platform(), "python": platform.python_version(), "cpu": cpu,
-            "cpu_count": os.cpu_count(), "cpus_usable": len(os.sched_getaffinity(0)), "mem_gb": mem_gb,
-            "loadavg_start": [round(x, 2) for x in os.getloadavg()]}  # fmt: skip
-
-
-def versions() -> dict[str, str | None]:
-    out: dict[str, str | None] = {}
-    for pkg in ("numpy", "scipy", "pyroutingkit", "fastapi", "starlette", "uvicorn", "h11", "httptools", "uvloop",
-                "httpx", "orjson", "osmium", "sqlalchemy"):  # fmt: skip
-        try:
-            out[pkg] = metadata.version(pkg)
-        except metadata.PackageNotFoundError:
-            out[pkg] = None
-    return out
-
-
-def git_info() -> dict[str, Any]:
-    def git(*a: str) -> str:
-        r = subprocess.run(["git", *a], cwd=REPO, capture_output=True, text=True, check=False)
-        return r.stdout.strip()
-
-    return {"commit": git("rev-parse", "HEAD"), "dirty": bool(git("status", "--porcelain", "--untracked-files=no"))}
-
-
 # -- main ------------------------------------------------------------------------------------
 
 
@@ -664,20 +604,6 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--profile", action="store_true", help="also cProfile the /table handler (100x100) in-process")
     p.add_argument("--no-save", action="store_true", help="print only; write no JSON")
     return p.parse_args(argv)
-
-
-@contextlib.contextmanager
-def sigterm_as_exit() -> Iterator[None]:
-    """SIGTERM raises SystemExit, so that the server subprocess is stopped by the ``finally`` blocks."""
-
-    def handler(signum: int, frame: object) -> None:
-        raise SystemExit(128 + signum)
-
-    old = signal.signal(signal.SIGTERM, handler)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, old)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -709,7 +635,7 @@ def main(argv: list[str] | None = None) -> int:
         "options": {"reps": reps, "seed": args.seed, "nearest_n": cfg.nearest_n, "inproc_snaps": cfg.inproc_snaps,
                     "warmup": cfg.warmup, "table_warmup": cfg.table_warmup, "point_max_m": POINT_MAX_M,
                     "snap_limit_m": SNAP_LIMIT_M},
-        "machine": machine_info(), "versions": versions(), "git": git_info(), "maps": {},
+        "machine": machine_info(), "versions": versions(("numpy", "scipy", "pyroutingkit", "fastapi", "starlette", "uvicorn", "h11", "httptools", "uvloop", "httpx", "orjson", "osmium", "sqlalchemy")), "git": git_info(), "maps": {},
     }  # fmt: skip
     print(
         f"bench/graph.py: maps {', '.join(names)}; {reps} reps; load {result['machine']['loadavg_start']}", flush=True

@@ -48,11 +48,7 @@ import contextlib
 import json
 import math
 import os
-import platform
 import re
-import shutil
-import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -62,12 +58,12 @@ from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from importlib import metadata
 from pathlib import Path
 from typing import Any
 
 import httpx
 import numpy as np
+from common import BenchError, free_port, git_info, machine_info, routing_bin, sigterm_as_exit, versions
 
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "bench" / "results"
@@ -93,10 +89,6 @@ REDIS_URL = os.environ.get("ROUTING_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
 AMQP_URL = os.environ.get("ROUTING_TEST_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/%2F")
 LOG_PROBLEM = re.compile(r"\b(WARNING|ERROR|CRITICAL)\b|^Traceback|^\w+(Error|Exception)\b")
 INFRA_PROCESSES = ("postgres", "redis-server", "beam.smp", "epmd", "erl_child_setup")
-
-
-class BenchError(RuntimeError):
-    """The benchmark cannot go on; the message says why."""
 
 
 def log(msg: str) -> None:
@@ -388,22 +380,6 @@ def warm_up(target: Target, seed: int, duration_s: float) -> None:
 # -- processes -------------------------------------------------------------------------------------
 
 
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def routing_bin() -> str:
-    here = Path(sys.executable).parent / "routing"
-    if here.is_file():
-        return str(here)
-    found = shutil.which("routing")
-    if found is None:
-        raise BenchError("the `routing` console script was not found (pip install -e .[dev] in the venv)")
-    return found
-
-
 def run_cli(args: list[str], env: dict[str, str]) -> str:
     proc = subprocess.run([routing_bin(), *args], env=env, cwd=REPO, capture_output=True, text=True, check=False)
     if proc.returncode != 0:
@@ -630,42 +606,6 @@ def choose_rates(plan: Plan, saturation_rps: float | None) -> tuple[float, ...]:
 
 
 # -- main ---------------------------------------------------------------------------------------------
-
-
-def machine_info() -> dict[str, Any]:
-    cpu = ""
-    with contextlib.suppress(OSError):
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    mem_gb = None
-    with contextlib.suppress(OSError, ValueError, IndexError):
-        for line in Path("/proc/meminfo").read_text().splitlines():
-            if line.startswith("MemTotal"):
-                mem_gb = round(int(line.split()[1]) / 1024 / 1024, 1)
-    return {"platform": platform.platform(), "python": platform.python_version(), "cpu": cpu,
-            "cpu_count": os.cpu_count(), "cpus_usable": len(os.sched_getaffinity(0)), "mem_gb": mem_gb,
-            "loadavg_start": [round(x, 2) for x in os.getloadavg()]}  # fmt: skip
-
-
-def versions() -> dict[str, str | None]:
-    out: dict[str, str | None] = {}
-    for pkg in ("fastapi", "starlette", "uvicorn", "httptools", "uvloop", "httpx", "onnxruntime", "numba", "numpy",
-                "sqlalchemy", "psycopg", "redis", "pika", "orjson"):  # fmt: skip
-        try:
-            out[pkg] = metadata.version(pkg)
-        except metadata.PackageNotFoundError:
-            out[pkg] = None
-    return out
-
-
-def git_info() -> dict[str, Any]:
-    def git(*a: str) -> str:
-        return subprocess.run(["git", *a], cwd=REPO, capture_output=True, text=True, check=False).stdout.strip()
-
-    return {"commit": git("rev-parse", "HEAD"), "dirty": bool(git("status", "--porcelain", "--untracked-files=no")),
-            "dirty_files": git("status", "--porcelain", "--untracked-files=no").splitlines()}  # fmt: skip
 
 
 def other_benchmarks() -> list[str]:
@@ -904,18 +844,6 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
-@contextlib.contextmanager
-def sigterm_as_exit() -> Iterator[None]:
-    def handler(signum: int, frame: object) -> None:
-        raise SystemExit(128 + signum)
-
-    old = signal.signal(signal.SIGTERM, handler)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, old)
-
-
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     wanted = {s.strip() for s in args.scenarios.split(",") if s.strip()}
@@ -937,7 +865,7 @@ def main(argv: list[str] | None = None) -> int:
                     "cache_rate": args.cache_rate, "seed": args.seed, "time_budget_ms": BUDGET_MS,
                     "late_ms": LATE_MS, "client_timeout_s": CLIENT_TIMEOUT_S, "bbox": list(BBOX),
                     "depart_at": DEPART_AT, "open_loop_connections": OPEN_LOOP_CONNECTIONS},
-        "machine": machine_info(), "versions": versions(), "git": git_info(),
+        "machine": machine_info(), "versions": versions(("fastapi", "starlette", "uvicorn", "httptools", "uvloop", "httpx", "onnxruntime", "numba", "numpy", "sqlalchemy", "psycopg", "redis", "pika", "orjson")), "git": git_info(),
         "other_benchmarks_at_start": other_benchmarks(), "setup": {}, "servers": {}, "scenarios": {},
     }  # fmt: skip
     log(f"bench/serving.py: {', '.join(s for s in SCENARIOS if s in wanted)}; {duration:g} s per level; "
