@@ -120,22 +120,6 @@ def _scatter_rows(model: Any) -> int:
     return replaced
 
 
-class _Calibration:
-    """Feeds calibration batches to ONNX Runtime's static quantiser."""
-
-    def __init__(self, batches: list[GraphFeatures]) -> None:
-        self._it = iter(batches)
-
-    def get_next(self) -> dict[str, np.ndarray] | None:
-        f = next(self._it, None)
-        if f is None:
-            return None
-        return {"x": f.x, "edge_index": f.edge_index, "edge_attr": f.edge_attr}
-
-    def rewind(self) -> None:  # part of the CalibrationDataReader protocol
-        return None
-
-
 def quantize_int8(fp32: Path, out: Path, calibration: list[GraphFeatures] | None, mode: str = "dynamic") -> None:
     """int8 weights (dynamic: activations quantised on the fly) or static QDQ calibrated on real problems."""
     from onnxruntime.quantization import QuantType, quantize_dynamic, quantize_static
@@ -149,11 +133,14 @@ def quantize_int8(fp32: Path, out: Path, calibration: list[GraphFeatures] | None
     problems = calibration
 
     class Reader(CalibrationDataReader):  # type: ignore[misc]
-        def __init__(self) -> None:
-            self.inner = _Calibration(problems)
+        """Feeds the calibration problems to the static quantiser, one at a time."""
 
-        def get_next(self):  # type: ignore[no-untyped-def]
-            return self.inner.get_next()
+        def __init__(self) -> None:
+            self.batches = iter(problems)
+
+        def get_next(self) -> dict[str, np.ndarray] | None:
+            f = next(self.batches, None)
+            return None if f is None else {"x": f.x, "edge_index": f.edge_index, "edge_attr": f.edge_attr}
 
     quantize_static(str(fp32), str(out), Reader(), op_types_to_quantize=["MatMul", "Gemm"],
                     activation_type=QuantType.QInt8, weight_type=QuantType.QInt8)  # fmt: skip

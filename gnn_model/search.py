@@ -91,7 +91,7 @@ def _evaluate(D, tour, early, late, serv):  # type: ignore[no-untyped-def]
 def _objective(D, tour, early, late, serv, has_tw):  # type: ignore[no-untyped-def]
     travel, lateness = _evaluate(D, tour, early, late, serv)
     if has_tw:
-        return travel + 1.0e6 * lateness
+        return travel + LATE_PENALTY * lateness
     return travel
 
 

@@ -12,7 +12,6 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
@@ -24,7 +23,7 @@ from torch import nn
 
 from gnn_model.features import GraphFeatures, build_features, edge_labels, local_scores
 from gnn_model.labels import pyvrp_order
-from gnn_model.model import EdgeScorer, ModelConfig, parameter_count
+from gnn_model.model import EdgeScorer, ModelConfig
 from gnn_model.search import SearchParams, localize, solve
 from routing_core.problem import EndKind, Problem, evaluate
 
@@ -248,13 +247,3 @@ def load_checkpoint(path: Path) -> tuple[EdgeScorer, dict[str, object]]:
     model.load_state_dict(blob["state_dict"])
     model.eval()
     return model, {"version": blob["version"], **blob["meta"]}
-
-
-def describe(model: EdgeScorer) -> dict[str, object]:
-    return {"parameters": parameter_count(model), "config": model.config.to_dict()}
-
-
-def timed(fn: Callable[[], object]) -> tuple[object, float]:
-    t0 = time.perf_counter()
-    out = fn()
-    return out, time.perf_counter() - t0

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -55,18 +54,6 @@ class RequestLog:
                 return None
             return LoggedRoute(row.route_id, row.driver_id, _utc(row.received_at), json.loads(row.request_json),
                                json.loads(row.response_json) if row.response_json else None, row.status)  # fmt: skip
-
-    def iter_requests(self, since: datetime | None = None, limit: int | None = None) -> Iterator[LoggedRoute]:
-        """Logged requests in arrival order (for `routing export-requests`)."""
-        with self.sessions() as session:
-            q = select(RouteRequestLog).order_by(RouteRequestLog.received_at, RouteRequestLog.route_id)
-            if since is not None:
-                q = q.where(RouteRequestLog.received_at >= _utc(since))
-            if limit is not None:
-                q = q.limit(limit)
-            for row in session.scalars(q):
-                yield LoggedRoute(row.route_id, row.driver_id, _utc(row.received_at), json.loads(row.request_json),
-                                  json.loads(row.response_json) if row.response_json else None, row.status)  # fmt: skip
 
     def record_position(self, driver_id: str, lat: float, lon: float, timestamp: datetime,
                         speed_mps: float | None, heading_deg: float | None) -> None:  # fmt: skip
