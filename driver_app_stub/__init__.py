@@ -1,0 +1,4 @@
+"""Simulated driver apps and historical traffic replay: clients of the routing API over HTTP.
+
+Imports only ``routing_core`` of this project; everything else goes through the HTTP API.
+"""
