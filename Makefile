@@ -20,6 +20,7 @@ $(STAMP): pyproject.toml
 run: install
 	$(BIN)/routing db upgrade
 	$(BIN)/routing import-map --if-empty
+	$(BIN)/routing tokens ensure-dispatcher
 	$(BIN)/routing serve
 
 test: install

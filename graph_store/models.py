@@ -146,3 +146,23 @@ class DriverPosition(Base):
     speed_mps: Mapped[float | None] = mapped_column(Float, nullable=True)
     heading_deg: Mapped[float | None] = mapped_column(Float, nullable=True)
     received_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
+class ApiToken(Base):
+    """A bearer token: only its SHA-256 is stored; ``prefix`` names it in listings and logs."""
+
+    __tablename__ = "api_tokens"
+    __table_args__ = (
+        CheckConstraint("role IN ('driver', 'dispatcher')", name="ck_api_tokens_role"),
+        CheckConstraint("role = 'dispatcher' OR driver_id IS NOT NULL", name="ck_api_tokens_driver_bound"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    prefix: Mapped[str] = mapped_column(String(16))
+    role: Mapped[str] = mapped_column(String(16))
+    driver_id: Mapped[str | None] = mapped_column(String(128), nullable=True)
+    name: Mapped[str | None] = mapped_column(String(200), nullable=True)
+    rate_per_s: Mapped[float | None] = mapped_column(Float, nullable=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    revoked_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)

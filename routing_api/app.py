@@ -8,7 +8,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
-from fastapi import FastAPI, Request
+from fastapi import Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import Response
 from pydantic import BaseModel, Field
@@ -16,6 +16,7 @@ from sqlalchemy import text
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from routing_api import driver_api, osrm, osrm_trip
+from routing_api.auth import AuthError, require_dispatcher
 from routing_api.bootstrap import Container, bootstrap, start_serving, stop_serving, use_model
 from routing_api.settings import Settings
 
@@ -51,8 +52,9 @@ def create_app(settings: Settings | None = None, container: Container | None = N
 
     app = FastAPI(title="Routing service", version="0.1.0", lifespan=lifespan,
                   description="Road routing on OSM maps: OSRM-compatible services and route optimisation.")  # fmt: skip
-    app.include_router(osrm.router)
-    app.include_router(osrm_trip.router)
+    dispatcher_only = [Depends(require_dispatcher)]
+    app.include_router(osrm.router, dependencies=dispatcher_only)
+    app.include_router(osrm_trip.router, dependencies=dispatcher_only)
     app.include_router(driver_api.router)
 
     @app.get("/healthz", tags=["ops"], summary="Liveness: the process answers")
@@ -79,7 +81,8 @@ def create_app(settings: Settings | None = None, container: Container | None = N
         if c.graph.ready:
             snap = c.graph.snapshot
             checks["map"] = {"id": snap.graph.map_version, "name": snap.graph.name,
-                             "nodes": snap.graph.node_count, "traffic_epoch": snap.epoch}  # fmt: skip
+                             "nodes": snap.graph.node_count, "traffic_epoch": snap.epoch,
+                             "bbox": [round(v, 6) for v in snap.graph.bbox]}  # fmt: skip
         else:
             checks["map"] = "not loaded"
         ready = (checks["database"] == "ok" and c.graph.ready and c.model_ready and checks["cache"] == "ok"
@@ -87,16 +90,19 @@ def create_app(settings: Settings | None = None, container: Container | None = N
         return osrm.osrm_json({"status": "ready" if ready else "not ready", "checks": checks}, 200 if ready else 503)
 
     @app.get("/metrics", tags=["ops"], summary="Prometheus metrics")
-    def metrics(request: Request) -> Response:
+    async def metrics(request: Request) -> Response:
         c: Container = request.app.state.container
+        if not c.settings.metrics_public:
+            await require_dispatcher(request)
         return Response(c.metrics.render(), media_type="text/plain; version=0.0.4")
 
-    @app.post("/v1/admin/cache/flush", tags=["admin"], summary="Drop every cached route")
+    @app.post("/v1/admin/cache/flush", tags=["admin"], summary="Drop every cached route", dependencies=dispatcher_only)
     def flush_cache(request: Request) -> Any:
         c: Container = request.app.state.container
         return osrm.osrm_json({"flushed": c.cache.flush()})
 
-    @app.post("/v1/admin/model", tags=["admin"], summary="Load, warm and switch to another model (hot swap)")
+    @app.post("/v1/admin/model", tags=["admin"], summary="Load, warm and switch to another model (hot swap)",
+              dependencies=dispatcher_only)  # fmt: skip
     async def activate_model(body: ModelActivate, request: Request) -> Any:
         from pathlib import Path
 
@@ -116,6 +122,12 @@ def create_app(settings: Settings | None = None, container: Container | None = N
         model = await asyncio.to_thread(load_model, name, model_dir, checkpoint, c.settings.model_threads)
         use_model(c, model)
         return osrm.osrm_json({"backend": model.name, "version": model.version})
+
+    @app.exception_handler(AuthError)
+    async def auth_error(request: Request, exc: AuthError) -> Any:
+        resp = osrm.osrm_json(exc.body(), exc.status)
+        resp.headers.update(exc.headers())
+        return resp
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, exc: StarletteHTTPException) -> Any:

@@ -24,6 +24,7 @@ from batch_worker.solver import BatchSolver
 from graph_store.repository import MapRepository, make_engine
 from graph_store.service import RoadGraphService
 from route_cache import RouteCache, make_cache
+from routing_api.auth import RateLimiter, TokenStore
 from routing_api.metrics import ServiceMetrics
 from routing_api.model_service import LoadedModel, load_model
 from routing_api.request_log import RequestLog
@@ -40,6 +41,8 @@ class Container:
     maps: MapRepository
     graph: RoadGraphService
     request_log: RequestLog = field(init=False)
+    tokens: TokenStore = field(init=False)
+    rate_limiter: RateLimiter = field(default_factory=RateLimiter)
     metrics: ServiceMetrics = field(init=False)
     cache: RouteCache = field(init=False)
     queue: SolveQueue = field(init=False)
@@ -64,6 +67,7 @@ def bootstrap(settings: Settings, *, migrate: bool = False) -> Container:
     maps = MapRepository(engine)
     c = Container(settings=settings, engine=engine, maps=maps, graph=RoadGraphService(maps))
     c.request_log = RequestLog(engine)
+    c.tokens = TokenStore(engine)
     c.metrics = ServiceMetrics()
     c.cache = make_cache(settings.redis_url, settings.cache_prefix)
     if settings.mode == "api":

@@ -426,6 +426,10 @@ def build_parser() -> argparse.ArgumentParser:
     bb.add_argument("--checkpoint", default=None)
     bb.add_argument("--model-dir", default=None)
     bench.set_defaults(func=cmd_bench)
+
+    from routing_api import tokens_cli
+
+    tokens_cli.register(sub)
     return parser
 
 

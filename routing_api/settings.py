@@ -37,6 +37,14 @@ class Settings(BaseSettings):
     )
     route_max_locations: int = Field(500, gt=1, description="Most coordinates in one /route request.")
     traffic_observation_ttl_s: int = Field(900, gt=0, description="Default lifetime of a live speed observation, s.")
+    ping_traffic_interval_s: float = Field(
+        30.0, ge=0, description="Driver pings become live traffic at most once per this many seconds per API process "
+        "(one epoch bump); 0 = pings never change traffic."
+    )  # fmt: skip
+    ping_traffic_min_pings: int = Field(3, ge=1, description="Pings on one road edge before its observed speed counts.")
+    ping_traffic_min_change: float = Field(
+        0.25, gt=0, le=10, description="Relative difference from the edge's current speed that makes an observation."
+    )
     model_dir: str = Field("var/models", description="Compiled model artifacts (ONNX, TensorRT engines, manifest).")
     model_backend: Literal["auto", "torch", "onnxruntime", "onnxruntime-int8", "tensorrt"] = Field(
         "auto", description="Inference backend; auto = TensorRT when usable, else ONNX Runtime."
@@ -50,6 +58,15 @@ class Settings(BaseSettings):
     max_wait_ms: float = Field(5.0, ge=0, description="Longest a request waits for its batch to fill, ms.")
     max_queue: int = Field(1000, ge=1, description="Requests allowed to wait; past it: 503 with Retry-After.")
     queue_name: str = Field("routing.solve", description="RabbitMQ request queue.")
+    auth: Literal["tokens", "off"] = Field(
+        "tokens", description="tokens: bearer tokens with roles (`routing tokens create`); off: no access control."
+    )
+    metrics_public: bool = Field(True, description="Serve /metrics without a token (false: dispatcher token).")
+    rate_limit_driver_per_s: float = Field(10.0, ge=0, description="Requests/s per driver token (0 = unlimited).")
+    rate_limit_dispatcher_per_s: float = Field(
+        100.0, ge=0, description="Requests/s per dispatcher token (0 = unlimited); a token's own limit wins."
+    )
+    rate_limit_burst_s: float = Field(3.0, gt=0, description="Burst allowance, in seconds of the token's rate.")
     host: str = Field("127.0.0.1", description="Address `routing serve` binds to.")
     port: int = Field(8000, ge=1, le=65535, description="Port `routing serve` listens on.")
     log_level: Literal["debug", "info", "warning", "error"] = "info"

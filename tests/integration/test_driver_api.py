@@ -19,6 +19,7 @@ from graph_store import polyline
 from routing_api.app import create_app
 from routing_api.bootstrap import Container, bootstrap
 from routing_api.settings import Settings
+from tests.auth_helpers import dispatcher_headers
 
 DEPART = datetime(2026, 11, 30, 8, 0, tzinfo=UTC)  # a Monday morning
 
@@ -33,7 +34,7 @@ def app_client(tmp_path_factory: pytest.TempPathFactory, helsinki_path: Path) ->
     tmp = tmp_path_factory.mktemp("api")
     c = bootstrap(_settings(f"sqlite:///{tmp / 'db.sqlite3'}", tmp / "models", max_stops=30), migrate=True)
     c.maps.import_map(helsinki_path)
-    with TestClient(create_app(container=c)) as client:
+    with TestClient(create_app(container=c), headers=dispatcher_headers(c)) as client:
         yield client, c
     c.close()
 

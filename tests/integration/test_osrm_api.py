@@ -20,6 +20,7 @@ from routing_api import osrm
 from routing_api.app import create_app
 from routing_api.bootstrap import Container, bootstrap
 from routing_api.settings import Settings
+from tests.auth_helpers import dispatcher_headers
 
 # Points in central Helsinki, all within the bundled extract.
 PTS = [(24.9384, 60.1699), (24.9500, 60.1750), (24.9450, 60.1660), (24.9420, 60.1760)]
@@ -46,7 +47,7 @@ def container(tmp_path_factory: pytest.TempPathFactory, helsinki_path: Path) -> 
 
 @pytest.fixture(scope="module")
 def client(container: Container) -> Iterator[TestClient]:
-    with TestClient(create_app(container=container)) as tc:
+    with TestClient(create_app(container=container), headers=dispatcher_headers(container)) as tc:
         yield tc
 
 
@@ -91,7 +92,7 @@ def test_readyz_with_map(client: TestClient, container: Container) -> None:
 def test_readyz_without_map(sqlite_url: str) -> None:
     c = bootstrap(_settings(sqlite_url), migrate=True)
     try:
-        with TestClient(create_app(container=c)) as tc:
+        with TestClient(create_app(container=c), headers=dispatcher_headers(c)) as tc:
             response = tc.get("/readyz")
             assert response.status_code == 503
             assert response.json()["status"] == "not ready"
@@ -299,7 +300,7 @@ def test_too_many_coordinates(sqlite_url: str, helsinki_path: Path) -> None:
     c = bootstrap(_settings(sqlite_url, table_max_locations=3), migrate=True)
     try:
         c.maps.import_map(helsinki_path)
-        with TestClient(create_app(container=c)) as tc:
+        with TestClient(create_app(container=c), headers=dispatcher_headers(c)) as tc:
             _ok(tc, f"/table/v1/driving/{_coords(PTS[:3])}")
             _error(tc, f"/table/v1/driving/{_coords(PTS)}", "TooBig")
     finally:
@@ -310,7 +311,7 @@ def test_too_many_route_coordinates(sqlite_url: str, helsinki_path: Path) -> Non
     c = bootstrap(_settings(sqlite_url, route_max_locations=3), migrate=True)
     try:
         c.maps.import_map(helsinki_path)
-        with TestClient(create_app(container=c)) as tc:
+        with TestClient(create_app(container=c), headers=dispatcher_headers(c)) as tc:
             _ok(tc, f"/route/v1/driving/{_coords(PTS[:3])}?overview=false")
             _error(tc, f"/route/v1/driving/{_coords(PTS)}", "TooBig")
     finally:

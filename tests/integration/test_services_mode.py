@@ -19,8 +19,10 @@ import pytest
 
 import migrations
 from graph_store.repository import MapRepository, make_engine
+from routing_api.auth import TokenStore
 from routing_api.model_service import ensure_compiled
 from routing_api.model_training import CHECKPOINT
+from tests.auth_helpers import bearer
 from tests.conftest import require
 
 REDIS_URL = os.environ.get("ROUTING_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
@@ -60,6 +62,7 @@ def services(tmp_path_factory: pytest.TempPathFactory, helsinki_path: Path, post
     engine = make_engine(db_url.replace("postgresql://", "postgresql+psycopg://", 1))
     migrations.upgrade(engine)
     MapRepository(engine).import_map(helsinki_path)
+    headers = bearer(TokenStore(engine).create("dispatcher", name="tests", rate_per_s=0))
     model_dir = tmp / "models"
     ensure_compiled(CHECKPOINT, model_dir)  # once, before the workers start
     run_id = uuid.uuid4().hex[:10]
@@ -94,7 +97,7 @@ def services(tmp_path_factory: pytest.TempPathFactory, helsinki_path: Path, post
                 pytest.fail(f"services did not become ready (exited: {dead}); api log:\n"
                             + (tmp / "api.log").read_text()[-3000:])  # fmt: skip
             time.sleep(0.5)
-        yield {"base": base, "engine": engine, "queue": env["ROUTING_QUEUE_NAME"],
+        yield {"base": base, "headers": headers, "engine": engine, "queue": env["ROUTING_QUEUE_NAME"],
                "prefix": env["ROUTING_CACHE_PREFIX"], "logs": tmp}  # fmt: skip
     finally:
         for p in procs.values():
@@ -147,7 +150,8 @@ def test_api_and_two_workers_answer_300_concurrent_requests(services: dict) -> N
 
     async def fire() -> list[httpx.Response]:
         limits = httpx.Limits(max_connections=300, max_keepalive_connections=300)
-        async with httpx.AsyncClient(base_url=services["base"], timeout=180, limits=limits) as client:
+        async with httpx.AsyncClient(base_url=services["base"], headers=services["headers"], timeout=180,
+                                     limits=limits) as client:
             return await asyncio.gather(*(client.post("/v1/routes", json=b) for b in bodies))
 
     responses = asyncio.run(fire())
@@ -166,7 +170,7 @@ def test_api_and_two_workers_answer_300_concurrent_requests(services: dict) -> N
 
 def test_repeat_is_a_redis_cache_hit_and_the_log_is_in_postgres(services: dict) -> None:
     body = _bodies(1, seed=99)[0]
-    with httpx.Client(base_url=services["base"], timeout=60) as client:
+    with httpx.Client(base_url=services["base"], headers=services["headers"], timeout=60) as client:
         first = client.post("/v1/routes", json=body).json()
         second = client.post("/v1/routes", json=body).json()
         assert first["cache"] == "miss" and second["cache"] == "hit"
