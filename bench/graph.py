@@ -58,6 +58,7 @@ from graph_store.repository import MapRepository, make_engine
 from graph_store.routing_graph import RoutingSnapshot
 from graph_store.service import RoadGraphService
 from routing_api import osrm
+from routing_api.auth import TokenStore
 from routing_api.settings import Settings
 
 REPO = Path(__file__).resolve().parents[1]
@@ -295,6 +296,7 @@ def bench_map(path: Path, cfg: SimpleNamespace, workdir: Path, rng: np.random.Ge
     csr = csr_matrix((weights.astype(np.float64), (graph.edge_source, graph.edge_target)),
                      shape=(graph.node_count, graph.node_count))  # fmt: skip
     container = SimpleNamespace(graph=svc, settings=Settings(database_url=url))
+    token = TokenStore(engine).create("dispatcher", name="bench", rate_per_s=0)
     points = Points(snapshot, rng)
 
     # In-process snapping throughput: one call, 10,000 points (3 runs, median).
@@ -308,7 +310,7 @@ def bench_map(path: Path, cfg: SimpleNamespace, workdir: Path, rng: np.random.Ge
     # 2. server ---------------------------------------------------------------------------
     with (
         Server(env, workdir / f"{name}-serve.log") as server,
-        httpx.Client(base_url=server.base_url, timeout=120.0) as client,
+        httpx.Client(base_url=server.base_url, timeout=120.0, headers={"Authorization": f"Bearer {token}"}) as client,
     ):
         out["serve_ready_s"] = round(server.wait_ready(client), 3)
         log(f"server ready on :{server.port} in {out['serve_ready_s']:.2f} s")

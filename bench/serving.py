@@ -143,7 +143,13 @@ class Sample:
     route_s: float | None = None  # total_duration_s of the answer: the route's quality
 
 
-JSON_HEADERS = {"content-type": "application/json"}
+JSON_HEADERS = {"content-type": "application/json"}  # + the dispatcher token, once a database has one
+
+
+def authorize(env: dict[str, str]) -> None:
+    """An unlimited dispatcher token of ``env``'s database on every request the bench sends."""
+    out = run_cli(["tokens", "create", "--role", "dispatcher", "--rate-limit", "0", "--name", "bench"], env)
+    JSON_HEADERS["Authorization"] = "Bearer " + out.splitlines()[-1]
 
 
 async def send(client: httpx.AsyncClient, body: bytes, sched: float | None = None) -> Sample:
@@ -321,7 +327,7 @@ class Target:
         self.name, self.base_url, self.pids = name, base_url, pids
 
     def flush_cache(self) -> None:
-        r = httpx.post(f"{self.base_url}/v1/admin/cache/flush", timeout=30)
+        r = httpx.post(f"{self.base_url}/v1/admin/cache/flush", headers=JSON_HEADERS, timeout=30)
         if r.status_code != 200:
             raise BenchError(f"{self.name}: cache flush answered {r.status_code}: {r.text[:200]}")
 
@@ -633,6 +639,7 @@ def run_monolith(env: dict[str, str], tmp: Path, plan: Plan, wanted: set[str], r
     db = tmp / "routing.sqlite3"
     env = {**env, "ROUTING_DATABASE_URL": f"sqlite:///{db}"}
     run_cli(["db", "upgrade"], env)
+    authorize(env)
     result["setup"]["import_map"] = run_cli(["import-map"], env)
     log(f"monolith: {result['setup']['import_map']}")
     sc = result["scenarios"]
@@ -684,6 +691,7 @@ def run_services(env: dict[str, str], tmp: Path, plan: Plan, result: dict[str, A
                "ROUTING_AMQP_URL": AMQP_URL, "ROUTING_QUEUE_NAME": infra.queue, "ROUTING_CACHE_PREFIX": infra.prefix,
                "ROUTING_MAX_BATCH": "32"}  # fmt: skip
         run_cli(["db", "upgrade"], env)
+        authorize(env)
         run_cli(["import-map"], env)
         port = free_port()
         base = f"http://127.0.0.1:{port}"
