@@ -18,8 +18,10 @@ every worker, so whichever starts first creates it):
 
 from __future__ import annotations
 
+import collections
 import logging
 import random
+import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -30,6 +32,8 @@ from pika.exceptions import ChannelClosedByBroker
 log = logging.getLogger(__name__)
 
 DEFAULT_QUEUE = "routing.solve"
+REPLIED_TTL_S = 300.0  # how long a request id is remembered as answered
+REPLIED_MAX = 50_000  # most request ids remembered (the oldest are forgotten first)
 
 
 @dataclass(frozen=True)
@@ -152,3 +156,36 @@ class Backoff:
         ceiling = min(self.cap_s, self.initial_s * 2.0**self._attempt)
         self._attempt = min(self._attempt + 1, 60)
         return ceiling / 2 + self._rng.uniform(0, ceiling / 2)
+
+
+class RepliedIds:
+    """Request ids answered in the last ``ttl_s`` seconds, at most ``max_ids`` (oldest forgotten first).
+
+    Recognises duplicates that redelivery makes (see ``batch_worker.worker``). Used from one
+    thread only; not thread-safe.
+    """
+
+    def __init__(self, ttl_s: float = REPLIED_TTL_S, max_ids: int = REPLIED_MAX) -> None:
+        self.ttl_s = ttl_s
+        self.max_ids = max_ids
+        self._ids: collections.OrderedDict[str, float] = collections.OrderedDict()
+
+    def add(self, request_id: str) -> None:
+        now = time.monotonic()
+        self._ids[request_id] = now
+        self._ids.move_to_end(request_id)
+        self._expire(now)
+
+    def __contains__(self, request_id: object) -> bool:
+        self._expire(time.monotonic())
+        return request_id in self._ids
+
+    def __len__(self) -> int:
+        return len(self._ids)
+
+    def _expire(self, now: float) -> None:
+        while self._ids:
+            oldest, at = next(iter(self._ids.items()))
+            if len(self._ids) <= self.max_ids and now - at < self.ttl_s:
+                return
+            del self._ids[oldest]

@@ -27,7 +27,7 @@ from pika.adapters.blocking_connection import BlockingChannel, BlockingConnectio
 from pika.exceptions import AMQPChannelError, AMQPConnectionError, AMQPError, NackError, UnroutableError
 from pika.spec import Basic, BasicProperties
 
-from batch_worker.amqp import Backoff, QueueTopology, connection_parameters, declare_topology, redact
+from batch_worker.amqp import Backoff, QueueTopology, RepliedIds, connection_parameters, declare_topology, redact
 from batch_worker.batcher import Batcher
 from batch_worker.errors import DeadlineExceeded, QueueFull, QueueUnavailable
 from routing_core.messages import MessageError, SolveReply, SolveRequest
@@ -112,6 +112,7 @@ class _Counters:
     published: int = 0
     replies: int = 0
     unexpected_replies: int = 0  # late (the caller gave up) or duplicate (a redelivered request)
+    duplicate_replies: int = 0  # of those: a second reply for a request answered already
     bad_replies: int = 0
     rejected_full: int = 0
     unavailable: int = 0
@@ -157,6 +158,7 @@ class RabbitMQQueue(SolveQueue):
         self._fatal: str | None = None
         self._generation = 0
         self._calls: dict[str, list[_Call]] = {}  # request id -> solves waiting (event loop only)
+        self._answered = RepliedIds()  # request ids answered recently (event loop only): duplicates
         self._counters = _Counters()
 
     # -- lifecycle ---------------------------------------------------------------------
@@ -207,7 +209,8 @@ class RabbitMQQueue(SolveQueue):
             "queue_kind": c.queue_kind, "connected": self._link is not None, "fatal": self._fatal,
             # queue_depth: this instance's requests awaiting a reply (the broker's own depth is RabbitMQ's metric).
             "queue_depth": waiting, "waiting": waiting, "published": c.published, "replies": c.replies,
-            "unexpected_replies": c.unexpected_replies, "bad_replies": c.bad_replies,
+            "unexpected_replies": c.unexpected_replies, "duplicate_replies": c.duplicate_replies,
+            "bad_replies": c.bad_replies,
             "rejected_full": c.rejected_full, "unavailable": c.unavailable,
             "deadline_exceeded": c.deadline_exceeded, "connects": c.connects,
             "connection_errors": c.connection_errors, "last_error": c.last_error,
@@ -271,10 +274,14 @@ class RabbitMQQueue(SolveQueue):
     def _on_reply_in_loop(self, correlation_id: str, reply: SolveReply) -> None:
         calls = self._calls.get(correlation_id)
         if not calls:
-            # The caller gave up (deadline) or this is a second reply to a redelivered request.
+            # The caller gave up (deadline) or this is a second reply to a redelivered request:
+            # a request is answered once, with the first reply.
             self._counters.unexpected_replies += 1
+            if correlation_id in self._answered:
+                self._counters.duplicate_replies += 1
             log.debug("reply for %s that nobody waits for; ignored", correlation_id)
             return
+        self._answered.add(correlation_id)
         for call in calls:
             if not call.reply.done():
                 call.reply.set_result(reply)

@@ -25,6 +25,9 @@ log = logging.getLogger(__name__)
 
 MIN_GUIDED_NODES = 4  # smaller problems are solved exactly by the search alone: no model call
 NO_BACKEND = "none"
+# The reply's backend when the model should have guided a request but failed (the predict call
+# raised, or its features could not be built): the plain search guided by k-nearest candidates ran.
+FALLBACK_BACKEND = "fallback:knn"
 
 
 @dataclass(frozen=True)
@@ -36,7 +39,8 @@ class SolverStats:
     guided: int
     deadline_misses: int
     errors: int
-    backend_failures: int
+    backend_failures: int  # model calls (or feature builds) that raised
+    fallbacks: int  # requests answered by the plain search because the model failed
     backend: str
     model_version: str
 
@@ -46,6 +50,11 @@ class BatchSolver:
 
     Thread-safe: ``swap_backend`` may be called from any thread while a batch runs; each
     batch uses the backend it started with.
+
+    When the model fails (its batched call raises, or one problem's features cannot be
+    built) the requests it should have guided are still answered, by the plain search
+    guided by k-nearest candidates, with ``backend = FALLBACK_BACKEND`` in their replies
+    (and ``model_version`` of the model that failed), and counted in ``stats().fallbacks``.
     """
 
     def __init__(self, backend: Backend | None, worker_id: str, search_threads: int | None = None) -> None:
@@ -61,6 +70,7 @@ class BatchSolver:
         self._deadline_misses = 0
         self._errors = 0
         self._backend_failures = 0
+        self._fallbacks = 0
 
     @property
     def backend(self) -> Backend | None:
@@ -79,7 +89,7 @@ class BatchSolver:
             return SolverStats(
                 batches=self._batches, requests=self._requests, guided=self._guided,
                 deadline_misses=self._deadline_misses, errors=self._errors,
-                backend_failures=self._backend_failures,
+                backend_failures=self._backend_failures, fallbacks=self._fallbacks,
                 backend=backend.name if backend is not None else NO_BACKEND,
                 model_version=backend.version if backend is not None else "",
             )  # fmt: skip
@@ -117,14 +127,18 @@ class BatchSolver:
         # 2. Features for the problems the model should see (per request: one bad problem fails alone).
         features: dict[int, GraphFeatures] = {}
         feature_ms: dict[int, float] = {}
+        wanted: set[int] = set()  # requests the model should guide; those left unguided are fallbacks
         if backend is not None:
             for i in live:
                 if requests[i].problem.n_nodes < MIN_GUIDED_NODES:
                     continue
+                wanted.add(i)
                 t0 = time.perf_counter()
                 try:
                     features[i] = build_features(requests[i].problem)
                 except Exception as exc:
+                    with self._lock:
+                        self._backend_failures += 1
                     log.warning("features of request %s failed: %s", requests[i].request_id, exc)
                 feature_ms[i] = (time.perf_counter() - t0) * 1e3
 
@@ -177,6 +191,11 @@ class BatchSolver:
                     self._guided += 1
                 replies[i] = self._reply(r, size, order=result.order, timings=timings, backend=backend.name,
                                          model_version=backend.version, guided=True)  # fmt: skip
+            elif i in wanted and backend is not None:
+                with self._lock:
+                    self._fallbacks += 1
+                replies[i] = self._reply(r, size, order=result.order, timings=timings, backend=FALLBACK_BACKEND,
+                                         model_version=backend.version)  # fmt: skip
             else:
                 replies[i] = self._reply(r, size, order=result.order, timings=timings)
 

@@ -11,11 +11,20 @@ acks through ``add_callback_threadsafe``):
 
 A message is acked only after its reply was published (and confirmed by the broker),
 so a worker that dies mid-batch loses nothing: its unacked messages are delivered
-again, and after ``delivery_limit`` deliveries they go to the dead-letter queue. A
-duplicate reply (a redelivered request that was answered before) is harmless: the API
-ignores replies it no longer waits for. Undecodable messages are rejected without
-requeue (to the dead-letter queue). Connection errors reconnect with capped
-exponential backoff; channel errors (a refused topology) end ``run_worker``.
+again (to another worker, or to this one after it reconnects), and after
+``delivery_limit`` deliveries they go to the dead-letter queue. Redelivery makes
+duplicates, recognised by request id on both sides:
+
+* the API answers the first reply for a correlation id and ignores (counts) any later
+  one: it is what keeps a request answered once when a worker was killed after replying
+  but before acking (``RabbitMQQueue``, ``unexpected_replies``);
+* each worker remembers the ids it replied to in the last ``amqp.REPLIED_TTL_S`` seconds
+  (bounded, in memory): a message for one of them (e.g. redelivered after this worker's
+  connection dropped between reply and ack) is acked without being solved again.
+
+Undecodable messages are rejected without requeue (to the dead-letter queue).
+Connection errors reconnect with capped exponential backoff; channel errors (a refused
+topology) end ``run_worker``.
 """
 
 from __future__ import annotations
@@ -33,7 +42,7 @@ from pika.adapters.blocking_connection import BlockingChannel, BlockingConnectio
 from pika.exceptions import AMQPConnectionError, NackError
 from pika.spec import Basic, BasicProperties
 
-from batch_worker.amqp import Backoff, QueueTopology, connection_parameters, declare_topology, redact
+from batch_worker.amqp import Backoff, QueueTopology, RepliedIds, connection_parameters, declare_topology, redact
 from batch_worker.batcher import Batcher, BatchWindow, ProcessFn
 from batch_worker.errors import DeadlineExceeded, QueueFull, QueueUnavailable
 from batch_worker.solver import BatchSolver
@@ -52,6 +61,7 @@ class WorkerStats:
 
     received: int = 0
     replied: int = 0
+    duplicates: int = 0  # requests answered before (redelivered): acked without solving again
     rejected: int = 0  # undecodable or without reply_to: dead-lettered
     requeued: int = 0
     connects: int = 0
@@ -90,8 +100,9 @@ class _Session:
     """One connection's consumer: deliveries in, replies and acks out (all on the I/O thread)."""
 
     def __init__(self, connection: BlockingConnection, channel: BlockingChannel, batches: _BatchLoop,
-                 worker_id: str, stats: WorkerStats) -> None:  # fmt: skip
+                 worker_id: str, stats: WorkerStats, replied: RepliedIds) -> None:  # fmt: skip
         self.connection = connection
+        self.replied = replied
         self.channel = channel
         self.batches = batches
         self.worker_id = worker_id
@@ -118,6 +129,12 @@ class _Session:
             log.warning("request %s has no reply_to; rejected to the dead-letter queue", request.request_id)
             self.stats.rejected += 1
             channel.basic_reject(tag, requeue=False)
+            return
+        if request.request_id in self.replied:
+            # Answered already (its ack was lost with a connection): the API has that reply.
+            log.info("request %s was answered before; acked without solving it again", request.request_id)
+            self.stats.duplicates += 1
+            channel.basic_ack(tag)
             return
         self.in_flight += 1
         future = self.batches.submit(request)
@@ -158,6 +175,7 @@ class _Session:
             self.stats.requeued += 1
             self.channel.basic_nack(tag, requeue=True)
             return
+        self.replied.add(request.request_id)
         self.channel.basic_ack(tag)
         self.stats.replied += 1
 
@@ -181,11 +199,12 @@ def run_worker(amqp_url: str, queue_name: str, solver: BatchSolver, max_batch: i
     topology = QueueTopology(queue_name, delivery_limit=delivery_limit, max_length=max_length)
     params = connection_parameters(amqp_url)
     backoff = Backoff(backoff_initial_s, backoff_cap_s)
+    replied = RepliedIds()  # kept across reconnects: redelivered duplicates come after one
     with _BatchLoop(solver.solve_batch, window) as batches:
         while not stop.is_set():
             try:
                 _serve(params, topology, prefetch_count, batches, solver.worker_id, stats, stop, backoff,
-                       drain_timeout_s)  # fmt: skip
+                       drain_timeout_s, replied)  # fmt: skip
             except (AMQPConnectionError, _ConsumerCancelled) as exc:
                 stats.connection_errors += 1
                 log.warning("worker %s: RabbitMQ at %s: %r; reconnecting", solver.worker_id, redact(amqp_url), exc)
@@ -198,14 +217,14 @@ def run_worker(amqp_url: str, queue_name: str, solver: BatchSolver, max_batch: i
 
 def _serve(params: pika.URLParameters, topology: QueueTopology, prefetch_count: int, batches: _BatchLoop,
            worker_id: str, stats: WorkerStats, stop: threading.Event, backoff: Backoff,
-           drain_timeout_s: float) -> None:  # fmt: skip
+           drain_timeout_s: float, replied: RepliedIds) -> None:  # fmt: skip
     connection = BlockingConnection(params)
     session: _Session | None = None
     try:
         channel, kind = declare_topology(connection, topology)
         channel.confirm_delivery()
         channel.basic_qos(prefetch_count=prefetch_count)
-        session = _Session(connection, channel, batches, worker_id, stats)
+        session = _Session(connection, channel, batches, worker_id, stats, replied)
         consumer_tag = channel.basic_consume(topology.name, session.on_message, auto_ack=False)
         stats.connects += 1
         stats.consuming = True

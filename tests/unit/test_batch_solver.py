@@ -101,8 +101,16 @@ def test_a_failing_backend_falls_back_to_the_plain_search() -> None:
     replies = solver.solve_batch(requests)
     for req, rep in zip(requests, replies, strict=True):
         assert_valid(req, rep)
-        assert rep.guided is False and rep.backend == "none"
-    assert solver.stats().backend_failures == 1
+        # Marked as a fallback (the model should have guided it), with the failed model's version.
+        assert rep.guided is False and rep.backend == "fallback:knn" and rep.model_version == "v0"
+    assert solver.stats().backend_failures == 1 and solver.stats().fallbacks == 3
+
+
+def test_a_problem_too_small_for_the_model_is_not_a_fallback() -> None:
+    solver = BatchSolver(BrokenBackend(), "w")
+    (reply,) = solver.solve_batch(batch(1, sizes=[2]))  # 3 nodes: the model never sees it
+    assert reply.error is None and reply.backend == "none"
+    assert solver.stats().backend_failures == 0 and solver.stats().fallbacks == 0
 
 
 def test_expired_requests_get_a_deadline_error_and_the_others_are_solved() -> None:
