@@ -18,11 +18,12 @@ import numpy as np
 
 from gnn_model.backends import Backend, FeatureBatch
 from gnn_model.features import GraphFeatures, build_features, local_scores
-from gnn_model.search import SearchParams, solve
+from gnn_model.search import SearchParams, serving_stall, solve
 from routing_core.messages import SolveReply, SolveRequest
 
 log = logging.getLogger(__name__)
 
+MIN_SHARE_MS = 5.0  # the least search budget a request of a full batch gets (see BatchSolver._share_ms)
 MIN_GUIDED_NODES = 4  # smaller problems are solved exactly by the search alone: no model call
 NO_BACKEND = "none"
 # The reply's backend when the model should have guided a request but failed (the predict call
@@ -63,6 +64,7 @@ class BatchSolver:
         self._backend = backend
         self._lock = threading.Lock()
         threads = search_threads if search_threads is not None else (os.cpu_count() or 1)
+        self._search_threads = threads
         self._search_pool = ThreadPoolExecutor(threads, thread_name_prefix="search") if threads > 1 else None
         self._batches = 0
         self._requests = 0
@@ -176,7 +178,9 @@ class BatchSolver:
                 timings["features"] = feature_ms[i]
             t0 = time.perf_counter()
             try:
-                params = SearchParams(time_limit_ms=max(0.0, min(r.time_budget_ms, remaining_ms)), seed=r.seed)
+                budget_ms = min(r.time_budget_ms, remaining_ms, self._share_ms(r.time_budget_ms, size))
+                params = SearchParams(time_limit_ms=max(0.0, budget_ms), seed=r.seed,
+                                      stall_iterations=serving_stall(r.problem.n_nodes))  # fmt: skip
                 result = solve(r.problem, params, scores=scores[i] if guided else None)
             except Exception as exc:
                 log.warning("search for request %s failed: %s", r.request_id, exc)
@@ -206,6 +210,13 @@ class BatchSolver:
                 search_one(i)
         return [rep if rep is not None else self._reply(requests[k], size, error="internal: no reply")
                 for k, rep in enumerate(replies)]  # fmt: skip
+
+    def _share_ms(self, budget_ms: float, size: int) -> float:
+        """Under backlog a batch shares its budget: its searches, ``threads`` at a time, end within about
+        one budget, so a full batch costs one budget of latency, not ``size / threads`` of them.
+        Each still gets at least ``MIN_SHARE_MS`` (or its whole budget, if smaller)."""
+        share = budget_ms * self._search_threads / max(1, size)
+        return max(share, min(budget_ms, MIN_SHARE_MS))
 
     def _deadline_reply(self, request: SolveRequest, size: int, queue_wait_ms: float) -> SolveReply:
         with self._lock:

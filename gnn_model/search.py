@@ -38,10 +38,13 @@ KICKS_PER_ROUND = 16
 
 @dataclass(frozen=True)
 class SearchParams:
-    """Search settings. ``time_limit_ms`` and ``max_iterations`` bound the ILS (both apply)."""
+    """Search settings. ``time_limit_ms``, ``max_iterations`` and ``stall_iterations`` bound the ILS
+    (the first reached stops it). ``stall_iterations``: stop after this many kicks in a row found
+    nothing better (None: never; the budget is then always spent in full)."""
 
     time_limit_ms: float = 100.0
     max_iterations: int = 1_000_000
+    stall_iterations: int | None = None
     seed: int = 0
     n_candidates: int = 14
     accept_worse: float = 0.003  # relative: the walk may step to a route this much worse (0 = never worse)
@@ -51,6 +54,8 @@ class SearchParams:
             raise ValueError(f"time_limit_ms must be >= 0, got {self.time_limit_ms}")
         if self.max_iterations < 0:
             raise ValueError(f"max_iterations must be >= 0, got {self.max_iterations}")
+        if self.stall_iterations is not None and self.stall_iterations < 1:
+            raise ValueError(f"stall_iterations must be >= 1 or None, got {self.stall_iterations}")
         if not 0.0 <= self.accept_worse < 1.0:
             raise ValueError(f"accept_worse must be in [0, 1), got {self.accept_worse}")
         if self.n_candidates < 1:
@@ -475,11 +480,16 @@ def solve(problem: Problem, params: SearchParams | None = None, scores: np.ndarr
     cost = _local_search(lp.D, tour, cand, lp.early, lp.late, lp.serv, lp.has_tw, active)
     _seed(params.seed)
     iterations = 0
+    stalled = 0
+    stall_limit = params.stall_iterations if params.stall_iterations is not None else params.max_iterations + 1
     deadline = t0 + params.time_limit_ms / 1000.0
-    while iterations < params.max_iterations and time.perf_counter() < deadline and L - 2 >= 8:
+    while (iterations < params.max_iterations and stalled < stall_limit and time.perf_counter() < deadline
+           and L - 2 >= 8):  # fmt: skip
         kicks = min(KICKS_PER_ROUND, params.max_iterations - iterations)
+        before = cost
         cost = _ils_round(lp.D, tour, cand, lp.early, lp.late, lp.serv, lp.has_tw, kicks, cost, params.accept_worse)
         iterations += kicks
+        stalled = stalled + kicks if cost >= before - 1e-9 else 0
     order = tuple(int(x) for x in lp.nodes[tour[1 : L - 1]])
     evaluation = evaluate(problem, order)
     # The kernels keep a permutation; this guards the invariant. A route that must use a leg with
@@ -487,6 +497,14 @@ def solve(problem: Problem, params: SearchParams | None = None, scores: np.ndarr
     if sorted(order) != problem.stops.tolist():
         raise RuntimeError(f"search produced an invalid route: {evaluation.problems}")
     return SearchResult(order, evaluation, (time.perf_counter() - t0) * 1e3, iterations, construction)
+
+
+def serving_stall(n_stops: int) -> int:
+    """The stall limit a served request gets: the search stops once this many kicks in a row found
+    nothing better. 20 per stop (at least 200): on road problems of 10-100 stops it loses nothing
+    measurable against spending the whole budget (BENCHMARKS.md, "Serving"), and small problems
+    are answered in a few milliseconds instead of the full budget."""
+    return max(200, 20 * n_stops)
 
 
 _warm = False

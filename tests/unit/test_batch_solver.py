@@ -153,3 +153,14 @@ def test_swap_backend_takes_effect_on_the_next_batch(torch_backend: Backend) -> 
 
 def test_an_empty_batch_gives_no_replies() -> None:
     assert BatchSolver(None, "w").solve_batch([]) == []
+
+
+@pytest.mark.parametrize(
+    ("budget", "size", "share"),
+    [(50.0, 1, 100.0), (50.0, 2, 50.0), (50.0, 8, 12.5), (50.0, 32, 5.0), (3.0, 32, 3.0)],
+)
+def test_a_full_batch_shares_its_search_budget(budget: float, size: int, share: float) -> None:
+    from batch_worker.solver import BatchSolver
+
+    solver = BatchSolver(None, worker_id="t", search_threads=2)
+    assert solver._share_ms(budget, size) == pytest.approx(share)

@@ -362,3 +362,20 @@ def test_search_params_are_validated() -> None:
         SearchParams(max_iterations=-1)
     with pytest.raises(ValueError, match="n_candidates"):
         SearchParams(n_candidates=0)
+
+
+def test_stall_limit_stops_the_search_before_its_budget() -> None:
+    p = random_problem(np.random.default_rng(7), 30, EndKind.RETURN)
+    stalled = solve(p, SearchParams(time_limit_ms=1e7, max_iterations=1_000_000, stall_iterations=64))
+    assert 64 <= stalled.iterations < 1_000_000  # stopped by the stall rule, not by the other two bounds
+    again = solve(p, SearchParams(time_limit_ms=1e7, max_iterations=1_000_000, stall_iterations=64))
+    assert again.order == stalled.order and again.iterations == stalled.iterations  # deterministic for a seed
+    capped = solve(p, SearchParams(time_limit_ms=1e7, max_iterations=5_000, stall_iterations=None))
+    assert capped.iterations == 5_000  # without a stall limit, the iteration cap rules
+    assert capped.evaluation.travel_s <= stalled.evaluation.travel_s + 1e-6  # ran longer from the same start
+
+
+@pytest.mark.parametrize("bad", [0, -5])
+def test_stall_limit_must_be_positive(bad: int) -> None:
+    with pytest.raises(ValueError, match="stall_iterations"):
+        SearchParams(stall_iterations=bad)
