@@ -427,9 +427,11 @@ def build_parser() -> argparse.ArgumentParser:
     bb.add_argument("--model-dir", default=None)
     bench.set_defaults(func=cmd_bench)
 
+    from driver_app_stub import drivers_cli
     from routing_api import tokens_cli
 
     tokens_cli.register(sub)
+    drivers_cli.register(sub)
     return parser
 
 
