@@ -276,13 +276,20 @@ class RouteCache(abc.ABC):
         return value, status
 
     async def aget_or_compute(
-        self, key: str, compute: Callable[[], Awaitable[bytes]], ttl_s: float
+        self,
+        key: str,
+        compute: Callable[[], Awaitable[bytes]],
+        ttl_s: float,
+        *,
+        store_if: Callable[[bytes], bool] | None = None,
     ) -> tuple[bytes, CacheStatus]:
         """``get_or_compute`` for asyncio callers: ``compute`` is awaited.
 
         Identical concurrent calls on one event loop compute once; across processes the
         same lock as ``get_or_compute`` applies. A caller cancelled while computing
-        lets a waiting caller take over instead of cancelling it too.
+        lets a waiting caller take over instead of cancelling it too. ``store_if``, when
+        given, decides whether a computed value is stored (e.g. not a degraded answer); a
+        value not stored is still handed to the callers waiting for this computation.
         """
         _check_ttl(ttl_s)
         cached = await self._aattempt("get", self._backend_get, key)
@@ -310,7 +317,7 @@ class RouteCache(abc.ABC):
             self._count("hits", "coalesced")
             return value, "hit"
         try:
-            value, status = await self._acompute_under_lock(key, compute, ttl_s)
+            value, status = await self._acompute_under_lock(key, compute, ttl_s, store_if)
         except asyncio.CancelledError:
             flight.cancel()
             raise
@@ -371,7 +378,11 @@ class RouteCache(abc.ABC):
                 return outcome
 
     async def _acompute_under_lock(
-        self, key: str, compute: Callable[[], Awaitable[bytes]], ttl_s: float
+        self,
+        key: str,
+        compute: Callable[[], Awaitable[bytes]],
+        ttl_s: float,
+        store_if: Callable[[bytes], bool] | None = None,
     ) -> tuple[bytes, CacheStatus]:
         token = secrets.token_hex(16)
         deadline = time.monotonic() + self.policy.effective_lock_wait_s
@@ -392,7 +403,8 @@ class RouteCache(abc.ABC):
                     if isinstance(cached, bytes):
                         return cached, "hit"
                 value = await compute()
-                await self._astore(key, value, ttl_s, even_if_paused=owned)
+                if store_if is None or store_if(value):
+                    await self._astore(key, value, ttl_s, even_if_paused=owned)
                 return value, "miss"
             finally:
                 if owned:

@@ -13,11 +13,14 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import Response
 from pydantic import BaseModel, Field
 from sqlalchemy import text
+from sqlalchemy.exc import InterfaceError, OperationalError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from routing_api import driver_api, osrm, osrm_trip
 from routing_api.auth import AuthError, require_dispatcher
 from routing_api.bootstrap import Container, bootstrap, start_serving, stop_serving, use_model
+from routing_api.limits import BodySizeLimit
+from routing_api.request_log import PersistenceUnavailable
 from routing_api.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -56,6 +59,9 @@ def create_app(settings: Settings | None = None, container: Container | None = N
     app.include_router(osrm.router, dependencies=dispatcher_only)
     app.include_router(osrm_trip.router, dependencies=dispatcher_only)
     app.include_router(driver_api.router)
+    max_body = (container.settings if container is not None else settings or Settings()).max_body_bytes
+    app.add_middleware(BodySizeLimit, max_bytes=max_body,  # type: ignore[arg-type]
+                       on_reject=lambda: app.state.container.metrics.errors.labels(kind="body_too_large").inc())  # fmt: skip
 
     @app.get("/healthz", tags=["ops"], summary="Liveness: the process answers")
     def healthz() -> dict[str, str]:
@@ -63,6 +69,9 @@ def create_app(settings: Settings | None = None, container: Container | None = N
 
     @app.get("/readyz", tags=["ops"], summary="Readiness: map, warmed model, database, cache and broker answer")
     async def readyz(request: Request) -> Any:
+        """200 "ready"; 200 "degraded" while routes are still served but the database (request log
+        and positions are buffered, see ``RequestLog``) or the cache is unreachable; 503 "not ready"
+        without a map, a warm model or the queue."""
         c: Container = request.app.state.container
         checks: dict[str, Any] = {}
 
@@ -71,10 +80,13 @@ def create_app(settings: Settings | None = None, container: Container | None = N
                 with c.engine.connect() as conn:
                     conn.execute(text("SELECT 1"))
                 return "ok"
-            except Exception as exc:  # any driver error means not ready
-                return f"error: {type(exc).__name__}"
+            except Exception as exc:  # any driver error: unreachable for us
+                log.debug("readiness: database check failed: %r", exc)
+                return "unreachable"
 
         checks["database"] = await asyncio.to_thread(db_ok)
+        persisted = c.request_log.stats()
+        checks["persistence"] = {k: persisted[k] for k in ("state", "buffered", "dropped")}
         checks["cache"] = "ok" if await asyncio.to_thread(c.cache.ping) else "unreachable"
         checks["queue"] = "ok" if await c.queue.ping() else "unreachable"
         checks["model"] = {"backend": c.model.name, "version": c.model.version, "warmed": c.model_ready}
@@ -85,9 +97,12 @@ def create_app(settings: Settings | None = None, container: Container | None = N
                              "bbox": [round(v, 6) for v in snap.graph.bbox]}  # fmt: skip
         else:
             checks["map"] = "not loaded"
-        ready = (checks["database"] == "ok" and c.graph.ready and c.model_ready and checks["cache"] == "ok"
-                 and checks["queue"] == "ok")  # fmt: skip
-        return osrm.osrm_json({"status": "ready" if ready else "not ready", "checks": checks}, 200 if ready else 503)
+        serving = c.graph.ready and c.model_ready and checks["queue"] == "ok"
+        degraded = [name for name in ("database", "cache") if checks[name] != "ok"]
+        if persisted["state"] != "ok" and "database" not in degraded:
+            degraded.append("database")
+        status = "not ready" if not serving else "degraded" if degraded else "ready"
+        return osrm.osrm_json({"status": status, "degraded": degraded, "checks": checks}, 200 if serving else 503)
 
     @app.get("/metrics", tags=["ops"], summary="Prometheus metrics")
     async def metrics(request: Request) -> Response:
@@ -142,6 +157,17 @@ def create_app(settings: Settings | None = None, container: Container | None = N
             return osrm.error_response(osrm.OsrmError("InvalidQuery", "Query string malformed"))
         errors = [{"loc": list(e["loc"]), "msg": e["msg"], "type": e["type"]} for e in exc.errors()]
         return osrm.osrm_json({"detail": errors}, 422)
+
+    @app.exception_handler(PersistenceUnavailable)
+    @app.exception_handler(OperationalError)
+    @app.exception_handler(InterfaceError)
+    async def database_unavailable(request: Request, exc: Exception) -> Any:
+        # A read that needs the database while it is down: retry later, not a server bug.
+        log.warning("database unavailable on %s: %s", request.url.path, type(exc).__name__)
+        resp = osrm.osrm_json({"detail": [{"kind": "database_unavailable",
+                                           "msg": "the database is unreachable; retry shortly"}]}, 503)  # fmt: skip
+        resp.headers["Retry-After"] = str(PersistenceUnavailable.retry_after_s)
+        return resp
 
     @app.exception_handler(Exception)
     async def internal_error(request: Request, exc: Exception) -> Any:

@@ -69,6 +69,7 @@ def bootstrap(settings: Settings, *, migrate: bool = False) -> Container:
     c.request_log = RequestLog(engine)
     c.tokens = TokenStore(engine)
     c.metrics = ServiceMetrics()
+    c.metrics.bind_persistence(c.request_log.stats)
     c.cache = make_cache(settings.redis_url, settings.cache_prefix)
     if settings.mode == "api":
         if not settings.amqp_url:
@@ -79,6 +80,7 @@ def bootstrap(settings: Settings, *, migrate: bool = False) -> Container:
         batcher = Batcher(c.solver.solve_batch, max_batch=settings.max_batch, max_wait_ms=settings.max_wait_ms,
                           max_queue=settings.max_queue)  # fmt: skip
         c.queue = InProcessQueue(batcher)
+    c.metrics.bind_queue_replies(c.queue.stats)
     c.routes = RouteService(settings, c.graph, c.queue, c.cache, c.request_log, c.metrics)
     return c
 
@@ -109,6 +111,7 @@ async def start_serving(c: Container) -> None:
     use_model(c, model)
     c.model_ready = True
     await c.queue.start()
+    c.request_log.start()  # the request log and positions are written off the request path
     stats = getattr(c.queue, "stats", None)
     if callable(stats):
         c.metrics.bind_queue_depth(lambda: float(stats().get("queue_depth", 0)))  # type: ignore[union-attr]
@@ -127,3 +130,4 @@ def _checkpoint_identity() -> LoadedModel:
 
 async def stop_serving(c: Container) -> None:
     await c.queue.stop()
+    await asyncio.to_thread(c.request_log.close)  # a last write of what is still queued

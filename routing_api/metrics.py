@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
 
 LATENCY_BUCKETS_S = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 LAYERS = ("ingest", "queue_wait", "inference", "search", "post")
@@ -31,8 +34,10 @@ class ServiceMetrics:
         self.requests = Counter("routing_requests_total", "Route requests by HTTP status", ["status"], registry=r)
         self.in_flight = Gauge("routing_in_flight_requests", "Route requests being served", registry=r)
         self.queue_depth = Gauge("routing_queue_depth", "Requests waiting for a batch", registry=r)
-        self.persist_failures = Counter("routing_persist_failures_total", "Request-log writes that failed",
-                                        registry=r)  # fmt: skip
+        self.model_fallbacks = Counter(
+            "routing_model_fallbacks_total", "Routes answered by the plain k-nearest search because the model failed",
+            registry=r,
+        )  # fmt: skip
         self.backend_info = Gauge("routing_model_info", "Model backend in use (value 1)", ["backend", "model"],
                                   registry=r)  # fmt: skip
 
@@ -43,5 +48,41 @@ class ServiceMetrics:
     def bind_queue_depth(self, fn: Callable[[], float]) -> None:
         self.queue_depth.set_function(fn)
 
+    def bind_persistence(self, stats: Callable[[], dict[str, Any]]) -> None:
+        """Export the request-log buffer's counters (``RequestLog.stats``) as ``routing_persist_*``."""
+        self.registry.register(_StatsCollector(stats, [
+            ("counter", "routing_persist_failures_total", "failures",
+             "Request-log/position write attempts that found the database unreachable (rows kept, retried)"),
+            ("counter", "routing_persist_dropped_total", "dropped", "Queued rows dropped because the buffer was full"),
+            ("counter", "routing_persist_rejected_total", "rejected", "Rows the database refused (dropped)"),
+            ("counter", "routing_persist_written_total", "written", "Rows written to the database"),
+            ("gauge", "routing_persist_buffered", "buffered", "Rows waiting to be written"),
+        ]))  # fmt: skip
+
+    def bind_queue_replies(self, stats: Callable[[], dict[str, Any]]) -> None:
+        """Export the queue adapter's reply counters (RabbitMQ only) as ``routing_queue_*``."""
+        self.registry.register(_StatsCollector(stats, [
+            ("counter", "routing_queue_duplicate_replies_total", "duplicate_replies",
+             "Second replies for a request answered already (redelivery): ignored"),
+            ("counter", "routing_queue_unexpected_replies_total", "unexpected_replies",
+             "Replies nobody waited for (late or duplicate): ignored"),
+        ]))  # fmt: skip
+
     def render(self) -> bytes:
         return generate_latest(self.registry)
+
+
+class _StatsCollector(Collector):
+    """Prometheus metrics read from a component's ``stats()`` dict at scrape time."""
+
+    def __init__(self, stats: Callable[[], dict[str, Any]], specs: list[tuple[str, str, str, str]]) -> None:
+        self._stats = stats
+        self._specs = specs  # (kind, metric name, stats key, help)
+
+    def collect(self) -> Iterator[Metric]:
+        values = self._stats()
+        for kind, name, key, text in self._specs:
+            if key not in values:
+                continue
+            family = CounterMetricFamily if kind == "counter" else GaugeMetricFamily
+            yield family(name, text, value=float(values[key]))

@@ -1,16 +1,52 @@
-"""The request log (every route request and its answer) and driver positions, in SQL."""
+"""The request log (every route request and its answer) and driver positions, in SQL.
+
+Writes are off the request path, through a bounded in-memory buffer: ``record`` and
+``record_position`` only queue a row; a writer thread (``start``) writes what is queued
+in batches, as soon as rows arrive. While the database cannot be reached the rows stay
+queued and the writer retries with capped exponential backoff (``retry_initial_s``
+doubling up to ``retry_cap_s``); a full buffer (``buffer_limit`` rows) drops its oldest
+rows, counted. ``stats()`` has the counters (Prometheus ``routing_persist_*``).
+
+Reads see queued rows: ``get`` answers from the buffer first, and ``drivers`` writes the
+buffer before it reads (so it raises ``PersistenceUnavailable`` while the database is
+down). Without a started writer (scripts, the CLI) ``record`` writes at once in the
+caller's thread; a failure leaves the row queued for the next write.
+
+Delivery is at least once: a batch whose commit was lost with its connection is written
+again. A route row already stored (same route id) is skipped then; a position may be
+stored twice. A row the database refuses for itself (not for being unreachable) is
+dropped and counted as ``rejected``, so it cannot block the rows behind it.
+"""
 
 from __future__ import annotations
 
+import collections
+import contextlib
 import json
+import logging
+import threading
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Literal
 
-from sqlalchemy import Engine, func, select
+from sqlalchemy import Engine, func, insert, select
+from sqlalchemy.exc import DisconnectionError, InterfaceError, OperationalError, SQLAlchemyError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 from sqlalchemy.orm import sessionmaker
 
 from graph_store.models import DriverPosition, RouteRequestLog
+
+log = logging.getLogger(__name__)
+
+BUFFER_LIMIT = 10_000  # rows waiting for the database, at most
+WRITE_BATCH = 500  # rows per transaction
+_UNREACHABLE = (OperationalError, InterfaceError, DisconnectionError, PoolTimeout)
+
+
+class PersistenceUnavailable(RuntimeError):
+    """The database cannot be reached; queued rows wait for it."""
+
+    retry_after_s: int = 5
 
 
 @dataclass(frozen=True)
@@ -23,47 +59,252 @@ class LoggedRoute:
     status: int
 
 
+@dataclass(frozen=True)
+class _Row:
+    """One queued write. Route rows keep the request and answer as dicts (JSON is made by the writer)."""
+
+    table: Literal["route", "position"]
+    values: dict[str, Any]
+
+
 def _utc(when: datetime) -> datetime:
     return when.replace(tzinfo=UTC) if when.tzinfo is None else when.astimezone(UTC)
 
 
+def _json_default(value: Any) -> Any:
+    item = getattr(value, "item", None)  # numpy scalars
+    return item() if callable(item) else str(value)
+
+
+def _route_columns(values: dict[str, Any]) -> dict[str, Any]:
+    request: dict[str, Any] = values["request"]
+    response: dict[str, Any] | None = values["response"]
+    resp = response or {}
+    versions = resp.get("versions") or {}
+    return {
+        "route_id": values["route_id"], "driver_id": values["driver_id"], "received_at": values["received_at"],
+        "request_json": json.dumps(request, default=_json_default),
+        "response_json": json.dumps(response, default=_json_default) if response else None,
+        "status": values["status"], "error_kind": values["error_kind"], "cache": resp.get("cache"),
+        "n_stops": len(request.get("stops", [])), "total_duration_s": resp.get("total_duration_s"),
+        "timings_json": json.dumps(resp["timings_ms"], default=_json_default) if "timings_ms" in resp else None,
+        "graph_version": versions.get("graph"), "traffic_epoch": versions.get("traffic_epoch"),
+        "model_version": versions.get("model"), "backend": versions.get("backend"),
+    }  # fmt: skip
+
+
 class RequestLog:
-    def __init__(self, engine: Engine) -> None:
+    """The request log and positions behind a write buffer; see the module docstring."""
+
+    def __init__(self, engine: Engine, *, buffer_limit: int = BUFFER_LIMIT, retry_initial_s: float = 0.5,
+                 retry_cap_s: float = 10.0) -> None:  # fmt: skip
+        if buffer_limit < 1:
+            raise ValueError(f"buffer_limit must be >= 1, got {buffer_limit}")
+        if not 0 < retry_initial_s <= retry_cap_s:
+            raise ValueError(f"need 0 < retry_initial_s <= retry_cap_s, got {retry_initial_s}, {retry_cap_s}")
         self.sessions = sessionmaker(engine, expire_on_commit=False)
+        self.buffer_limit = buffer_limit
+        self.retry_initial_s = retry_initial_s
+        self.retry_cap_s = retry_cap_s
+        self._lock = threading.Lock()  # the queue, the pending routes, the counters
+        self._write_lock = threading.Lock()  # one writer at a time (thread, read barrier, inline)
+        self._queue: collections.deque[_Row] = collections.deque()
+        self._pending_routes: dict[str, _Row] = {}  # route id -> its row, queued or being written
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._written = 0
+        self._failures = 0  # write attempts that failed because the database was unreachable
+        self._dropped = 0  # rows dropped because the buffer was full
+        self._rejected = 0  # rows the database refused (not for being unreachable)
+        self._retrying = False
+        self._last_error = ""
+
+    # -- writes ---------------------------------------------------------------------------
 
     def record(self, *, route_id: str, driver_id: str, received_at: datetime, request: dict[str, Any],
                response: dict[str, Any] | None, status: int, error_kind: str | None = None) -> None:  # fmt: skip
-        resp = response or {}
-        versions = resp.get("versions") or {}
-        row = RouteRequestLog(
-            route_id=route_id, driver_id=driver_id, received_at=_utc(received_at),
-            request_json=json.dumps(request, default=str), response_json=json.dumps(response) if response else None,
-            status=status, error_kind=error_kind, cache=resp.get("cache"), n_stops=len(request.get("stops", [])),
-            total_duration_s=resp.get("total_duration_s"),
-            timings_json=json.dumps(resp["timings_ms"]) if "timings_ms" in resp else None,
-            graph_version=versions.get("graph"), traffic_epoch=versions.get("traffic_epoch"),
-            model_version=versions.get("model"), backend=versions.get("backend"),
-        )  # fmt: skip
-        with self.sessions.begin() as session:
-            session.add(row)
-
-    def get(self, route_id: str) -> LoggedRoute | None:
-        with self.sessions() as session:
-            row = session.get(RouteRequestLog, route_id)
-            if row is None:
-                return None
-            return LoggedRoute(row.route_id, row.driver_id, _utc(row.received_at), json.loads(row.request_json),
-                               json.loads(row.response_json) if row.response_json else None, row.status)  # fmt: skip
+        """Queue one route request and its answer (``response`` None for an error)."""
+        row = _Row("route", {"route_id": route_id, "driver_id": driver_id, "received_at": _utc(received_at),
+                             "request": request, "response": response, "status": status,
+                             "error_kind": error_kind})  # fmt: skip
+        self._enqueue(row)
 
     def record_position(self, driver_id: str, lat: float, lon: float, timestamp: datetime,
                         speed_mps: float | None, heading_deg: float | None) -> None:  # fmt: skip
+        """Queue one GPS position."""
+        self._enqueue(_Row("position", {"driver_id": driver_id, "lat": lat, "lon": lon, "timestamp": _utc(timestamp),
+                                        "speed_mps": speed_mps, "heading_deg": heading_deg,
+                                        "received_at": datetime.now(UTC)}))  # fmt: skip
+
+    def _enqueue(self, row: _Row) -> None:
+        with self._lock:
+            self._queue.append(row)
+            if row.table == "route":
+                self._pending_routes[row.values["route_id"]] = row
+            self._trim()
+        if self.writing:
+            self._wake.set()
+        else:
+            with contextlib.suppress(PersistenceUnavailable):  # queued and counted: the next flush writes it
+                self.flush()
+
+    def _trim(self) -> None:
+        """Drop the oldest queued rows past ``buffer_limit`` (holding ``_lock``)."""
+        while len(self._queue) > self.buffer_limit:
+            old = self._queue.popleft()
+            self._forget(old)
+            self._dropped += 1
+            if self._dropped == 1 or self._dropped % 1000 == 0:
+                log.warning("persistence buffer full (%d rows): %d oldest rows dropped so far", self.buffer_limit,
+                            self._dropped)  # fmt: skip
+
+    def _forget(self, row: _Row) -> None:
+        if row.table == "route" and self._pending_routes.get(row.values["route_id"]) is row:
+            del self._pending_routes[row.values["route_id"]]
+
+    def flush(self) -> int:
+        """Write every queued row now; the number written. Raises ``PersistenceUnavailable``
+        (the rows stay queued) when the database cannot be reached."""
+        written = 0
+        with self._write_lock:
+            while True:
+                with self._lock:
+                    batch = [self._queue.popleft() for _ in range(min(WRITE_BATCH, len(self._queue)))]
+                if not batch:
+                    break
+                try:
+                    stored, refused = self._write(batch)
+                except _UNREACHABLE as exc:
+                    with self._lock:
+                        self._queue.extendleft(reversed(batch))
+                        self._trim()
+                        self._failures += 1
+                        self._retrying = True
+                        self._last_error = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
+                    raise PersistenceUnavailable(f"database unreachable: {self._last_error}") from exc
+                with self._lock:
+                    for row in batch:
+                        self._forget(row)
+                    self._written += stored
+                    self._rejected += refused
+                    self._retrying = False
+                written += stored
+        return written
+
+    def _write(self, batch: list[_Row]) -> tuple[int, int]:
+        """Write ``batch`` in one transaction; if the database refuses it (a bad row), row by row.
+        Returns (rows stored, rows refused); raises the ``_UNREACHABLE`` errors."""
+        try:
+            return self._insert(batch), 0
+        except _UNREACHABLE:
+            raise
+        except SQLAlchemyError as exc:
+            log.warning("request log batch refused (%s); writing it row by row", type(exc).__name__)
+        stored = refused = 0
+        for row in batch:
+            try:
+                stored += self._insert([row])
+            except _UNREACHABLE:
+                raise
+            except SQLAlchemyError as exc:
+                refused += 1
+                log.error("request log row dropped, the database refused it: %s", exc)
+        return stored, refused
+
+    def _insert(self, rows: list[_Row]) -> int:
+        routes = [_route_columns(r.values) for r in rows if r.table == "route"]
+        positions = [r.values for r in rows if r.table == "position"]
         with self.sessions.begin() as session:
-            session.add(DriverPosition(driver_id=driver_id, lat=lat, lon=lon, timestamp=_utc(timestamp),
-                                       speed_mps=speed_mps, heading_deg=heading_deg,
-                                       received_at=datetime.now(UTC)))  # fmt: skip
+            if routes:
+                # A batch written before, whose commit reply was lost, is not written twice.
+                stored = set(session.scalars(select(RouteRequestLog.route_id).where(
+                    RouteRequestLog.route_id.in_([r["route_id"] for r in routes]))))  # fmt: skip
+                routes = [r for r in routes if r["route_id"] not in stored]
+                if routes:
+                    session.execute(insert(RouteRequestLog), routes)
+            if positions:
+                session.execute(insert(DriverPosition), positions)
+        return len(routes) + len(positions)
+
+    # -- the writer thread --------------------------------------------------------------------
+
+    @property
+    def writing(self) -> bool:
+        """Whether the writer thread runs (else writes happen in the caller's thread)."""
+        return self._thread is not None and self._thread.is_alive()
+
+    def start(self) -> None:
+        """Start the writer thread (idempotent)."""
+        if self.writing:
+            return
+        self._stop.clear()
+        self._thread = threading.Thread(target=self._run, name="request-log-writer", daemon=True)
+        self._thread.start()
+
+    def close(self, timeout_s: float = 5.0) -> None:
+        """Stop the writer, then try once more to write what is queued (rows still queued are lost, logged)."""
+        self._stop.set()
+        self._wake.set()
+        if self._thread is not None:
+            self._thread.join(timeout_s)
+            self._thread = None
+        try:
+            self.flush()
+        except PersistenceUnavailable as exc:
+            log.error("request log: %d rows not written at shutdown: %s", self.stats()["buffered"], exc)
+
+    def _run(self) -> None:
+        attempt = 0
+        while not self._stop.is_set():
+            self._wake.wait(1.0)
+            self._wake.clear()
+            if self._stop.is_set():
+                return
+            try:
+                self.flush()
+                attempt = 0
+            except PersistenceUnavailable as exc:
+                delay = min(self.retry_cap_s, self.retry_initial_s * 2.0**attempt)
+                attempt = min(attempt + 1, 30)
+                if attempt == 1:
+                    log.warning("request log: %s; %d rows queued, retrying", exc, self.stats()["buffered"])
+                self._stop.wait(delay)  # new rows do not cut the backoff short
+                self._wake.set()
+            except Exception:  # a bug must not end the writer: the rows stay queued
+                log.exception("request log writer failed")
+                self._stop.wait(self.retry_cap_s)
+
+    def stats(self) -> dict[str, Any]:
+        """Counters: rows ``buffered`` (waiting), ``written``, ``dropped`` (buffer full), ``rejected``
+        (refused by the database); ``failures`` (write attempts that found the database unreachable);
+        ``state`` ok | retrying."""
+        with self._lock:
+            return {"buffered": len(self._queue), "written": self._written, "dropped": self._dropped,
+                    "rejected": self._rejected, "failures": self._failures,
+                    "state": "retrying" if self._retrying else "ok", "last_error": self._last_error}  # fmt: skip
+
+    # -- reads ----------------------------------------------------------------------------
+
+    def get(self, route_id: str) -> LoggedRoute | None:
+        with self._lock:
+            row = self._pending_routes.get(route_id)
+        if row is not None:
+            v = row.values
+            return LoggedRoute(v["route_id"], v["driver_id"], v["received_at"], v["request"], v["response"],
+                               v["status"])  # fmt: skip
+        with self.sessions() as session:
+            stored = session.get(RouteRequestLog, route_id)
+            if stored is None:
+                return None
+            return LoggedRoute(stored.route_id, stored.driver_id, _utc(stored.received_at),
+                               json.loads(stored.request_json),
+                               json.loads(stored.response_json) if stored.response_json else None,
+                               stored.status)  # fmt: skip
 
     def drivers(self) -> list[dict[str, Any]]:
-        """Every driver seen: last position and latest successful route."""
+        """Every driver seen: last position and latest successful route (queued rows written first)."""
+        self.flush()
         with self.sessions() as session:
             last_ping = (
                 select(DriverPosition.driver_id, func.max(DriverPosition.id).label("pid"))

@@ -160,12 +160,16 @@ class RouteService:
         if ing.problem.end is EndKind.RETURN:
             seq.append(0)
         legs = await asyncio.to_thread(ing.snapshot.route, ing.points.take(seq), ing.depart_at)
+        # The model failed and the plain k-nearest search answered (batch_worker.solver.FALLBACK_BACKEND).
+        degraded = reply.backend.startswith("fallback:")
+        if degraded:
+            self.metrics.model_fallbacks.inc()
         return {
             "order": order,
             "legs": [{"duration_s": leg.duration_s, "distance_m": leg.distance_m,
                       "geometry": polyline.encode(leg.lat, leg.lon, 6)} for leg in legs],
             "served_by": {"worker": reply.worker, "batch_size": reply.batch_size, "backend": reply.backend},
-            "guided": reply.guided,
+            "guided": reply.guided, "degraded": degraded,
             "model": reply.model_version or self.model_version,
             "timings_ms": {**reply.timings_ms, "geometry": (time.perf_counter() - t_geo) * 1e3},
         }  # fmt: skip
@@ -196,6 +200,7 @@ class RouteService:
             "legs": legs, "total_duration_s": round(ev.end_arrival, 1),
             "total_distance_m": round(sum(leg["distance_m"] for leg in solved["legs"]), 1),
             "feasible": ev.feasible, "late_stops": [names[i] for i in ev.late_stops], "guided": solved["guided"],
+            "degraded": solved.get("degraded", False),
             "versions": {"graph": snap.graph.map_version, "traffic_epoch": snap.epoch, "model": solved["model"],
                          "backend": solved["served_by"]["backend"]},
             "cache": cache, "served_by": solved["served_by"], "timings_ms": {k: round(v, 3) for k, v in timings.items()},
@@ -215,10 +220,17 @@ class RouteService:
             ing = await asyncio.to_thread(self.ingest, req, depart_at)
             t_ingest = time.perf_counter()
 
-            async def compute() -> bytes:
-                return json.dumps(await self.serve(ing, route_id, req.options.time_budget_ms)).encode()
+            degraded = False
 
-            blob, cache = await self.cache.aget_or_compute(ing.key, compute, self.settings.cache_ttl_s)
+            async def compute() -> bytes:
+                nonlocal degraded
+                solved = await self.serve(ing, route_id, req.options.time_budget_ms)
+                degraded = solved["degraded"]
+                return json.dumps(solved).encode()
+
+            # A degraded answer (model fallback) is not cached: the next request gets the model again.
+            blob, cache = await self.cache.aget_or_compute(ing.key, compute, self.settings.cache_ttl_s,
+                                                           store_if=lambda _: not degraded)  # fmt: skip
             t_served = time.perf_counter()
             solved = json.loads(blob)
             self.metrics.cache.labels(result=cache).inc()
@@ -241,17 +253,17 @@ class RouteService:
                 self.metrics.batch_size.observe(solved["served_by"]["batch_size"])
         except RouteError as exc:
             self.metrics.errors.labels(kind=exc.kind).inc()
-            await self._persist(route_id, req.driver_id, received, raw, None, exc.status, exc.kind)
+            self._persist(route_id, req.driver_id, received, raw, None, exc.status, exc.kind)
             raise
-        await self._persist(route_id, req.driver_id, received, raw, body, 200, None)
+        self._persist(route_id, req.driver_id, received, raw, body, 200, None)
         return body
 
-    async def _persist(self, route_id: str, driver_id: str, received: datetime, request: dict[str, Any],
-                       response: dict[str, Any] | None, status: int, error_kind: str | None) -> None:  # fmt: skip
+    def _persist(self, route_id: str, driver_id: str, received: datetime, request: dict[str, Any],
+                 response: dict[str, Any] | None, status: int, error_kind: str | None) -> None:  # fmt: skip
+        """Queue the request log row: written off the request path, retried while the database is
+        down (``RequestLog``; counted as ``routing_persist_*``)."""
         try:
-            await asyncio.to_thread(self.request_log.record, route_id=route_id, driver_id=driver_id,
-                                    received_at=received, request=request, response=response, status=status,
-                                    error_kind=error_kind)  # fmt: skip
+            self.request_log.record(route_id=route_id, driver_id=driver_id, received_at=received, request=request,
+                                    response=response, status=status, error_kind=error_kind)  # fmt: skip
         except Exception:  # the answer matters more than its log line
-            self.metrics.persist_failures.inc()
-            log.warning("could not persist route %s", route_id, exc_info=True)
+            log.warning("could not queue the log row of route %s", route_id, exc_info=True)

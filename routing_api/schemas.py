@@ -116,6 +116,10 @@ class RoutePublic(BaseModel):
     feasible: bool
     late_stops: list[str]
     guided: bool = Field(description="True when the model's scores guided the search")
+    degraded: bool = Field(
+        False, description="True when the model failed and the plain k-nearest search answered "
+        "(served_by.backend is then `fallback:knn`); such answers are not cached"
+    )
     versions: Versions
     cache: Literal["hit", "miss"]
     served_by: ServedBy

@@ -58,6 +58,7 @@ class Settings(BaseSettings):
     max_wait_ms: float = Field(5.0, ge=0, description="Longest a request waits for its batch to fill, ms.")
     max_queue: int = Field(1000, ge=1, description="Requests allowed to wait; past it: 503 with Retry-After.")
     queue_name: str = Field("routing.solve", description="RabbitMQ request queue.")
+    max_body_bytes: int = Field(1_048_576, ge=1024, description="Largest request body, bytes (413 past it).")
     auth: Literal["tokens", "off"] = Field(
         "tokens", description="tokens: bearer tokens with roles (`routing tokens create`); off: no access control."
     )
