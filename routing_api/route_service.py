@@ -1,12 +1,13 @@
 """A route request's three layers: ingest, model serving (through the queue), post-processing.
 
-INGEST   validate, snap start/stops/end to roads, travel-time matrix at the departure time,
-         cache key; a hit skips serving.
+INGEST   validate, snap start/stops/end to roads, cache key; a hit skips serving (and the
+         travel-time matrix, which only a miss computes, at the departure time).
 SERVE    the problem (matrix, windows, service, start/end; never the road graph) goes
          through the queue to a batching worker; the answer's order is checked with the
          evaluator before it is used.
-POST     road geometry per leg, arrival/departure/lateness per stop under the departure
-         time's traffic, persist the request and answer, fill the cache.
+POST     road geometry per leg, arrival/departure/lateness per stop from the legs' durations
+         (the departure time's traffic: the same for every departure of one cache key's
+         time bucket), persist the request and answer, fill the cache.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ import logging
 import math
 import time
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -56,11 +57,34 @@ class RouteError(Exception):
 @dataclass(frozen=True)
 class Ingested:
     snapshot: RoutingSnapshot
-    problem: Problem
+    template: Problem  # windows, service times, start/end; its matrix is zeros until ``problem()``
     points: Phantoms  # start, stops..., end point (if fixed)
     stop_ids: list[str]
     depart_at: datetime
     key: str
+
+    def problem(self) -> Problem:
+        """The problem with its travel-time matrix at the departure time (a cache miss needs it)."""
+        matrix = self.snapshot.durations(self.points, self.points, self.depart_at)
+        return replace(self.template, matrix=matrix)
+
+    def along(self, seq: list[int], leg_durations: list[float]) -> Problem:
+        """The template with only the legs of ``seq`` filled in: enough to evaluate that route."""
+        n = self.template.n_nodes
+        matrix = np.zeros((n, n))
+        for k, d in enumerate(leg_durations):
+            matrix[seq[k], seq[k + 1]] = d
+        return replace(self.template, matrix=matrix)
+
+
+def _sequence(problem: Problem, order: list[int]) -> list[int]:
+    """Every node the route passes, in order: the start, the stops, then the end (if any)."""
+    seq = [0, *order]
+    if problem.end is EndKind.FIXED:
+        seq.append(problem.n_nodes - 1)
+    elif problem.end is EndKind.RETURN:
+        seq.append(0)
+    return seq
 
 
 def _field_of(index: int, n_stops: int) -> list[str | int]:
@@ -101,8 +125,7 @@ class RouteService:
         except SnapError as exc:
             raise RouteError(422, "outside_map", f"{exc}: outside the map or too far from a road",
                              _field_of(exc.index, len(req.stops))) from None  # fmt: skip
-        matrix = snapshot.durations(points, points, depart_at)
-        n = matrix.shape[0]
+        n = len(lat)
         earliest = np.zeros(n)
         latest = np.full(n, math.inf)
         service = np.zeros(n)
@@ -113,7 +136,7 @@ class RouteService:
                 latest[i] = (s.window.latest - depart_at).total_seconds()
         end = EndKind(req.end) if isinstance(req.end, str) else EndKind.FIXED
         try:
-            problem = Problem(matrix=matrix, earliest=earliest, latest=np.maximum(latest, earliest), service_s=service,
+            template = Problem(matrix=np.zeros((n, n)), earliest=earliest, latest=np.maximum(latest, earliest), service_s=service,
                               end=end, end_node=n - 1 if fixed_end else None,
                               coords=np.column_stack(snapshot.graph.projection.to_xy(points.lat, points.lon)))  # fmt: skip
         except ValueError as exc:
@@ -132,14 +155,15 @@ class RouteService:
             end=end_desc, depart_bucket=int(day) * 100 + bucket, options=req.options.model_dump(),
             graph_version=snapshot.graph.map_version, traffic_epoch=snapshot.epoch, model_version=self.model_version,
         )  # fmt: skip
-        return Ingested(snapshot, problem, points, [s.id for s in req.stops], depart_at, key)
+        return Ingested(snapshot, template, points, [s.id for s in req.stops], depart_at, key)
 
     # -- SERVE ----------------------------------------------------------------------------
 
     async def serve(self, ing: Ingested, route_id: str, budget_ms: float) -> dict[str, Any]:
         """Solve through the queue, check, draw the legs; the cacheable part of an answer."""
         deadline = time.time() + self.settings.request_timeout_s
-        request = SolveRequest(route_id, ing.problem, budget_ms, deadline, seed=0)
+        problem = await asyncio.to_thread(ing.problem)
+        request = SolveRequest(route_id, problem, budget_ms, deadline, seed=0)
         try:
             reply = await self.queue.solve(request)
         except QueueFull:
@@ -152,14 +176,11 @@ class RouteService:
             status = 504 if reply.error == "deadline" else 500
             raise RouteError(status, reply.error.split(":")[0], f"worker error: {reply.error}")
         order = list(reply.order)
-        if not evaluate(ing.problem, order).valid:
+        if not evaluate(problem, order).valid:
             # Never trust the answer blindly: an invalid one is an error, not a route.
             raise RouteError(500, "invalid_answer", "the optimizer returned an invalid route")
         t_geo = time.perf_counter()
-        seq = [0, *order] + ([ing.problem.n_nodes - 1] if ing.problem.end is EndKind.FIXED else [])
-        if ing.problem.end is EndKind.RETURN:
-            seq.append(0)
-        legs = await asyncio.to_thread(ing.snapshot.route, ing.points.take(seq), ing.depart_at)
+        legs = await asyncio.to_thread(ing.snapshot.route, ing.points.take(_sequence(problem, order)), ing.depart_at)
         # The model failed and the plain k-nearest search answered (batch_worker.solver.FALLBACK_BACKEND).
         degraded = reply.backend.startswith("fallback:")
         if degraded:
@@ -179,10 +200,11 @@ class RouteService:
     def post(self, ing: Ingested, route_id: str, driver_id: str, solved: dict[str, Any], cache: str,
              timings: dict[str, float]) -> dict[str, Any]:  # fmt: skip
         order: list[int] = solved["order"]
-        ev = evaluate(ing.problem, order)
+        seq = _sequence(ing.template, order)
+        ev = evaluate(ing.along(seq, [leg["duration_s"] for leg in solved["legs"]]), order)
         t0 = ing.depart_at
         names = ["start", *ing.stop_ids, "end"]
-        seq_names = ["start"] + [names[i] for i in order] + ([] if ing.problem.end is EndKind.OPEN else ["end"])
+        seq_names = ["start"] + [names[i] for i in order] + ([] if ing.template.end is EndKind.OPEN else ["end"])
         legs = [
             {"from": seq_names[k], "to": seq_names[k + 1], "duration_s": round(leg["duration_s"], 1),
              "distance_m": round(leg["distance_m"], 1), "geometry": leg["geometry"]}

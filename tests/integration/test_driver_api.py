@@ -100,6 +100,20 @@ def test_repeated_request_is_a_cache_hit(app_client, points) -> None:
     assert 'routing_cache_total{result="hit"}' in metrics and "routing_layer_seconds_bucket" in metrics
 
 
+def test_a_hit_later_in_the_same_time_bucket_shifts_its_schedule(app_client, points) -> None:
+    """A hit reuses the cached legs; its arrivals follow the new departure time exactly, like a miss's would."""
+    client, _ = app_client
+    body = _request(points, 7, driver_id="van-shift")
+    first = client.post("/v1/routes", json=body).json()
+    later = DEPART + timedelta(minutes=1)  # same 15-minute traffic bucket
+    second = client.post("/v1/routes", json={**body, "depart_at": later.isoformat()}).json()
+    assert first["cache"] == "miss" and second["cache"] == "hit"
+    for a, b in zip(first["stops"], second["stops"], strict=True):
+        shift = datetime.fromisoformat(b["arrival"]) - datetime.fromisoformat(a["arrival"])
+        assert abs(shift.total_seconds() - 60.0) < 1e-3
+    assert second["total_duration_s"] == first["total_duration_s"]
+
+
 def test_end_kinds(app_client, points) -> None:
     client, _ = app_client
     open_body = client.post("/v1/routes", json=_request(points, 5, end="open")).json()
