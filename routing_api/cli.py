@@ -432,6 +432,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     tokens_cli.register(sub)
     drivers_cli.register(sub)
+
+    from driver_app_stub import replay_cli
+    from routing_api import export_requests
+
+    export_requests.register(sub)
+    replay_cli.register(sub)
     return parser
 
 
