@@ -30,6 +30,8 @@ from routing_core.messages import SolveReply, SolveRequest
 log = logging.getLogger(__name__)
 
 RECENT_BATCHES = 256  # batch sizes kept for stats (a histogram's worth)
+GAP_WEIGHT = 0.2  # weight of the newest gap in the mean gap between arrivals
+GAP_CAP_S = 1.0  # gaps count at most this long (an idle minute is just "idle")
 
 ProcessFn = Callable[[list[SolveRequest]], list[SolveReply]]
 
@@ -53,9 +55,15 @@ class BatchWindow:
         if self.max_queue < 1:
             raise ValueError(f"max_queue must be >= 1, got {self.max_queue}")
 
-    def release_now(self, waiting: int, oldest_waited_s: float) -> bool:
-        """Whether a batch should go now, given how many wait and how long the oldest has waited."""
-        return waiting >= self.max_batch or (waiting > 0 and oldest_waited_s * 1e3 >= self.max_wait_ms)
+    def release_now(self, waiting: int, oldest_waited_s: float, expected_gap_s: float = 0.0) -> bool:
+        """Whether a batch should go now, given how many wait, how long the oldest has waited and
+        how long until the next request is expected (the recent mean gap between arrivals): when
+        none is expected before the wait is up, waiting would only add latency."""
+        if waiting <= 0:
+            return False
+        if waiting >= self.max_batch:
+            return True
+        return (oldest_waited_s + expected_gap_s) * 1e3 >= self.max_wait_ms
 
     def time_left_s(self, oldest_waited_s: float) -> float:
         """Seconds until the oldest request's wait is up (0 when it already is)."""
@@ -105,6 +113,9 @@ class Batcher:
         self._rejected_full = 0
         self._deadline_exceeded = 0
         self._process_errors = 0
+        # Mean gap between arrivals (exponentially weighted), seconds; starts as "idle".
+        self._gap_s = GAP_CAP_S
+        self._last_arrival = -math.inf
 
     @property
     def running(self) -> bool:
@@ -159,7 +170,10 @@ class Batcher:
         if request.enqueued_at <= 0:
             request = replace(request, enqueued_at=time.time())
         future: asyncio.Future[SolveReply] = asyncio.get_running_loop().create_future()
-        self._queue.append(_Waiting(request, future, time.monotonic()))
+        now = time.monotonic()
+        self._gap_s += GAP_WEIGHT * (min(GAP_CAP_S, now - self._last_arrival) - self._gap_s)
+        self._last_arrival = now
+        self._queue.append(_Waiting(request, future, now))
         self._wakeup.set()
         try:
             # shield: a timeout must not cancel the future under a running batch's feet; we cancel it
@@ -192,7 +206,7 @@ class Batcher:
                 await self._wakeup.wait()
                 continue
             waited = time.monotonic() - self._queue[0].since
-            if not self._closing and not self.window.release_now(len(self._queue), waited):
+            if not self._closing and not self.window.release_now(len(self._queue), waited, self._gap_s):
                 self._wakeup.clear()
                 # Woken early by a new request (maybe the batch is full now), else when the oldest's wait is up.
                 with contextlib.suppress(TimeoutError):

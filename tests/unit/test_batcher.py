@@ -299,6 +299,17 @@ def test_window_rules() -> None:
     assert w.time_left_s(0.004) == pytest.approx(0.006)
 
 
+def test_window_does_not_wait_for_requests_that_are_not_coming() -> None:
+    w = BatchWindow(max_batch=4, max_wait_ms=10.0)
+    # arrivals 1 ms apart: another is due well within the window, so wait
+    assert not w.release_now(1, 0.0, expected_gap_s=0.001)
+    # idle (the next one is expected in 1 s): go now, waiting would only add latency
+    assert w.release_now(1, 0.0, expected_gap_s=1.0)
+    # the next one is expected after the window would close: go now
+    assert w.release_now(2, 0.004, expected_gap_s=0.007)
+    assert not w.release_now(0, 0.0, expected_gap_s=1.0)
+
+
 # -- the in-process adapter of the queue port ------------------------------------------
 
 
