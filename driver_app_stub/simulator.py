@@ -674,11 +674,16 @@ def format_summary(report: dict[str, Any]) -> str:
         ("pings", str(report["pings"]["sent"]), f"accepted {report['pings']['accepted']}"),
         ("stops done", f"{stops['done']}/{stops['total']}", f"on time {stops['on_time']} ({share})"),
         ("errors", str(report["errors_total"]), errors),
-        ("traffic epoch", f"{epoch['start']} -> {epoch['end']}", f"seen {epoch['seen']}"),
+        ("traffic epoch", f"{_or_unknown(epoch['start'])} -> {_or_unknown(epoch['end'])}",
+         f"seen in answers: {', '.join(map(str, epoch['seen'])) or 'none'}"),
     ]  # fmt: skip
     width = max(len(r[0]) for r in rows)
     vwidth = max(len(r[1]) for r in rows)
     return "\n".join(f"{name:<{width}}  {value:>{vwidth}}  {detail}" for name, value, detail in rows)
+
+
+def _or_unknown(value: object) -> str:
+    return "unknown" if value is None else str(value)
 
 
 def write_report(report: dict[str, Any], path: Path) -> None:
