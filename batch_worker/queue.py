@@ -133,6 +133,10 @@ class RabbitMQQueue(SolveQueue):
     a silent drop), carry ``correlation_id`` = request id, ``reply_to`` = this instance's
     reply queue and ``expiration`` = the milliseconds left until the request's deadline.
 
+    Publishes (and their confirms) run one after another on the I/O thread, so under load a
+    request may wait its turn: by default it waits up to its deadline (then 504), not a
+    shorter ``publish_timeout_s`` (then 503) that a busy but healthy broker would trip.
+
     On a connection error the I/O thread reconnects with capped exponential backoff;
     meanwhile ``solve`` raises ``QueueUnavailable`` at once, and solves waiting on the lost
     connection fail with it too (their reply queue is gone with the connection). A
@@ -141,7 +145,7 @@ class RabbitMQQueue(SolveQueue):
     """
 
     def __init__(self, amqp_url: str, queue_name: str, instance_id: str, *, connect_timeout_s: float = 5.0,
-                 publish_timeout_s: float = 5.0, backoff_initial_s: float = 0.2, backoff_cap_s: float = 10.0,
+                 publish_timeout_s: float | None = None, backoff_initial_s: float = 0.2, backoff_cap_s: float = 10.0,
                  delivery_limit: int = 3, max_length: int = 100_000) -> None:  # fmt: skip
         self.amqp_url = amqp_url
         self.topology = QueueTopology(queue_name, delivery_limit=delivery_limit, max_length=max_length)
@@ -238,9 +242,10 @@ class RabbitMQQueue(SolveQueue):
                 link.connection.add_callback_threadsafe(functools.partial(self._publish, link, request, call))
             except AMQPError as exc:  # the connection closed under us
                 raise QueueUnavailable(f"RabbitMQ connection lost: {exc!r}") from None
+            left_s = request.deadline - time.time()
             try:
                 await asyncio.wait_for(asyncio.shield(call.confirmed),
-                                       min(self.publish_timeout_s, request.deadline - time.time()))  # fmt: skip
+                                       left_s if self.publish_timeout_s is None else min(self.publish_timeout_s, left_s))  # fmt: skip
             except TimeoutError:
                 if request.deadline <= time.time():
                     raise DeadlineExceeded(f"request {request.request_id}: deadline passed while publishing") from None
