@@ -30,7 +30,7 @@ from datetime import UTC, datetime
 from typing import Any, Literal
 
 from sqlalchemy import Engine, func, insert, select
-from sqlalchemy.exc import DisconnectionError, InterfaceError, OperationalError, SQLAlchemyError
+from sqlalchemy.exc import DisconnectionError, InterfaceError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 from sqlalchemy.orm import sessionmaker
 
@@ -110,6 +110,7 @@ class RequestLog:
         self._write_lock = threading.Lock()  # one writer at a time (thread, read barrier, inline)
         self._queue: collections.deque[_Row] = collections.deque()
         self._pending_routes: dict[str, _Row] = {}  # route id -> its row, queued or being written
+        self._in_flight = 0  # rows taken from the queue by the write going on
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -171,12 +172,14 @@ class RequestLog:
             while True:
                 with self._lock:
                     batch = [self._queue.popleft() for _ in range(min(WRITE_BATCH, len(self._queue)))]
+                    self._in_flight = len(batch)
                 if not batch:
                     break
                 try:
                     stored, refused = self._write(batch)
                 except _UNREACHABLE as exc:
                     with self._lock:
+                        self._in_flight = 0
                         self._queue.extendleft(reversed(batch))
                         self._trim()
                         self._failures += 1
@@ -184,6 +187,7 @@ class RequestLog:
                         self._last_error = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
                     raise PersistenceUnavailable(f"database unreachable: {self._last_error}") from exc
                 with self._lock:
+                    self._in_flight = 0
                     for row in batch:
                         self._forget(row)
                     self._written += stored
@@ -199,7 +203,7 @@ class RequestLog:
             return self._insert(batch), 0
         except _UNREACHABLE:
             raise
-        except SQLAlchemyError as exc:
+        except Exception as exc:  # a bad row (refused by the database, or not serialisable)
             log.warning("request log batch refused (%s); writing it row by row", type(exc).__name__)
         stored = refused = 0
         for row in batch:
@@ -207,9 +211,9 @@ class RequestLog:
                 stored += self._insert([row])
             except _UNREACHABLE:
                 raise
-            except SQLAlchemyError as exc:
+            except Exception as exc:
                 refused += 1
-                log.error("request log row dropped, the database refused it: %s", exc)
+                log.error("request log row dropped, it cannot be stored: %s", exc)
         return stored, refused
 
     def _insert(self, rows: list[_Row]) -> int:
@@ -280,7 +284,7 @@ class RequestLog:
         (refused by the database); ``failures`` (write attempts that found the database unreachable);
         ``state`` ok | retrying."""
         with self._lock:
-            return {"buffered": len(self._queue), "written": self._written, "dropped": self._dropped,
+            return {"buffered": len(self._queue) + self._in_flight, "written": self._written, "dropped": self._dropped,
                     "rejected": self._rejected, "failures": self._failures,
                     "state": "retrying" if self._retrying else "ok", "last_error": self._last_error}  # fmt: skip
 
