@@ -8,6 +8,7 @@ inside the command, so ``routing --help`` stays fast.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import sys
@@ -50,6 +51,17 @@ def _check_output(path: str | None, option: str, suffixes: tuple[str, ...]) -> P
     if p.is_dir():
         raise ReplayError(f"{option}: {path} is a folder")
     return p
+
+
+def _raise_open_files_limit() -> None:
+    """Every request in flight holds a socket: lift the soft limit to the hard one, so that a slow server
+    shows up as latency, not as the client's own "too many open files" errors."""
+    import resource
+
+    with contextlib.suppress(ValueError, OSError):
+        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        if soft != hard:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
 
 
 def cmd_replay(args: argparse.Namespace) -> int:
@@ -96,6 +108,7 @@ def cmd_replay(args: argparse.Namespace) -> int:
     except ReplayError as exc:
         return _fail(str(exc))
 
+    _raise_open_files_limit()
     span = planned[-1][0]
     print(f"replaying {len(planned)} requests over {span:.1f} s at {config.speed:g}x against {config.url}",
           file=sys.stderr)  # fmt: skip
