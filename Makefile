@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: install run test lint format bench clean
+.PHONY: install browser run test lint format bench clean
 
 install: $(STAMP)
 
@@ -23,7 +23,11 @@ run: install
 	$(BIN)/routing tokens ensure-dispatcher
 	$(BIN)/routing serve
 
-test: install
+# Headless Chromium from Debian for the admin UI's browser tests (runs as root; idempotent).
+browser:
+	command -v chromium >/dev/null || (apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y chromium)
+
+test: install browser
 	$(BIN)/python -m pytest -q tests
 
 lint: install

@@ -16,7 +16,8 @@ from sqlalchemy import text
 from sqlalchemy.exc import InterfaceError, OperationalError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from routing_api import driver_api, osrm, osrm_trip
+from routing_api import admin_api, driver_api, osrm, osrm_trip
+from routing_api.admin import page as admin_page
 from routing_api.auth import AuthError, require_dispatcher
 from routing_api.bootstrap import Container, bootstrap, start_serving, stop_serving, use_model
 from routing_api.limits import BodySizeLimit
@@ -59,6 +60,8 @@ def create_app(settings: Settings | None = None, container: Container | None = N
     app.include_router(osrm.router, dependencies=dispatcher_only)
     app.include_router(osrm_trip.router, dependencies=dispatcher_only)
     app.include_router(driver_api.router)
+    app.include_router(admin_api.router)
+    app.include_router(admin_page.router)
     max_body = (container.settings if container is not None else settings or Settings()).max_body_bytes
     app.add_middleware(BodySizeLimit, max_bytes=max_body,  # type: ignore[arg-type]
                        on_reject=lambda: app.state.container.metrics.errors.labels(kind="body_too_large").inc())  # fmt: skip
