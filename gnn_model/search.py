@@ -463,9 +463,10 @@ def solve(problem: Problem, params: SearchParams | None = None, scores: np.ndarr
     t0 = time.perf_counter()
     lp = localize(problem)
     L = lp.D.shape[0]
-    if L <= 3:
+    if L <= 3:  # at most one stop: the only route is the construction
         order = tuple(int(x) for x in lp.nodes[1 : L - 1])
-        return SearchResult(order, evaluate(problem, order), (time.perf_counter() - t0) * 1e3, 0, 0.0)
+        only = float(_objective(lp.D, np.arange(L, dtype=np.int64), lp.early, lp.late, lp.serv, lp.has_tw))
+        return SearchResult(order, evaluate(problem, order), (time.perf_counter() - t0) * 1e3, 0, only)
     use_scores = scores is not None
     sc = scores if scores is not None else np.zeros((1, 1))
     tour = _construct(lp.D, sc, use_scores)
