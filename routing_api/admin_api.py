@@ -68,7 +68,7 @@ def _queries(request: Request) -> AdminQueries:
 
 
 def _error(status: int, kind: str, msg: str, loc: list[str | int] | None = None) -> Response:
-    detail: dict[str, Any] = {"kind": kind, "msg": msg}
+    detail: dict[str, Any] = {"kind": kind, "type": kind, "msg": msg}  # "type": as FastAPI's ValidationError
     if loc is not None:
         detail["loc"] = loc
     return osrm_json({"detail": [detail]}, status)
@@ -120,6 +120,7 @@ def overview(request: Request) -> Response:
     now = datetime.now(UTC)
     queries = _queries(request)
     window: KpiWindow = request.app.state.admin_kpis
+    window.sample()  # figures up to this very moment
     stats = c.queue.stats()
     body: dict[str, Any] = {
         "now": now.isoformat(),

@@ -149,8 +149,8 @@ class KpiWindow:
         return self._samples[i - 1] if i > 0 else None
 
     def summary(self, window_s: float = 60.0) -> dict[str, Any]:
-        """The figures of the last ``window_s`` seconds (shorter while the process is younger)."""
-        now = self.sample()
+        """The figures of the ``window_s`` seconds up to the latest sample (shorter while the process is younger)."""
+        now = self._samples[-1]
         old = self._at_or_before(now.t - window_s) or self._samples[0]
         out = _delta(now, old if old is not now else None)
         out["window_s"] = window_s
@@ -158,8 +158,8 @@ class KpiWindow:
         return out
 
     def series(self, step_s: float = 10.0, span_s: float = 600.0) -> list[dict[str, Any]]:
-        """One point per ``step_s`` over the last ``span_s``: ``t`` is seconds before now (<= 0)."""
-        now = self.clock()
+        """One point per ``step_s`` over the ``span_s`` up to the latest sample: ``t`` is seconds before it (<= 0)."""
+        now = self._samples[-1].t
         points = []
         first = self._samples[0].t
         n = int(span_s // step_s)
@@ -168,8 +168,9 @@ class KpiWindow:
             if end_t < first:
                 continue
             end = self._at_or_before(end_t)
-            start = self._at_or_before(start_t)
-            if end is None or start is None or end is start:
+            # The step in which sampling began starts at the first sample (taken before any request).
+            start = self._at_or_before(start_t) or self._samples[0]
+            if end is None or end is start:
                 continue
             d = _delta(end, start)
             points.append({"t": -round((k - 1) * step_s), "requests_per_s": d["requests_per_s"],

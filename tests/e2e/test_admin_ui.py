@@ -88,6 +88,7 @@ def fleet(server: LiveServer, api: httpx.Client) -> dict[str, dict[str, Any]]:
 @pytest.fixture(scope="module")
 def browser() -> Iterator[Any]:
     require(CHROMIUM.is_file(), f"Chromium not found at {CHROMIUM} (make browser installs it)")
+    expect.set_options(timeout=WAIT_MS)
     with playwright_api.sync_playwright() as p:
         b = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
         yield b
@@ -250,10 +251,30 @@ def test_dashboard_shows_the_fleet_and_changes_with_new_requests(
     expect(drivers).to_be_visible()
     driver_row(page, "van-2").click()
     expect(page.get_by_test_id("driver-detail")).to_be_visible()
-    path = screenshot(page, "admin-desktop.png", capsys)
-    docs = os.environ.get("ROUTING_DOCS_SCREENSHOT")
-    if docs:
-        shutil.copyfile(path, REPO / docs)
+    screenshot(page, "admin-desktop.png", capsys)
+
+
+def test_map_pans_and_zooms(open_page: Any, server: LiveServer, fleet: dict[str, Any]) -> None:
+    page = signed_in(open_page, server)
+    map_el = page.get_by_test_id("map")
+    expect(map_el).to_have_attribute("data-zoom", "1.000")
+    box = map_el.bounding_box()
+    cx, cy = box["x"] + box["width"] / 2, box["y"] + box["height"] / 2
+    page.mouse.move(cx, cy)
+    page.mouse.wheel(0, -400)  # wheel up: zoom in around the cursor
+    page.wait_for_function("Number(document.querySelector('[data-testid=map]').dataset.zoom) > 1.5")
+    centre = map_el.get_attribute("data-center")
+    page.mouse.down()
+    page.mouse.move(cx + 120, cy + 40, steps=6)  # drag: pan
+    page.mouse.up()
+    expect(map_el).not_to_have_attribute("data-center", centre)
+    lat, lon = (float(v) for v in map_el.get_attribute("data-center").split(","))
+    lat0, lon0 = (float(v) for v in centre.split(","))
+    assert lat > lat0 and lon < lon0  # dragging right and down shows what lies west and north
+    page.click("#zoom-fit")
+    expect(map_el).to_have_attribute("data-zoom", "1.000")
+    page.click("#zoom-out")
+    expect(map_el).to_have_attribute("data-zoom", re.compile(r"0\.6\d+"))
 
 
 def test_clicking_a_driver_shows_its_stops(
@@ -297,7 +318,7 @@ def _marker_position(page: Any, api: httpx.Client, lat: float, lon: float) -> tu
 
 
 def test_traffic_update_changes_the_epoch_and_the_next_route(
-    open_page: Any, server: LiveServer, api: httpx.Client, fleet: dict[str, Any]
+    open_page: Any, server: LiveServer, api: httpx.Client, fleet: dict[str, Any], capsys: pytest.CaptureFixture[str]
 ) -> None:
     page = signed_in(open_page, server)
     epoch = server.container.graph.snapshot.epoch
@@ -341,6 +362,15 @@ def test_traffic_update_changes_the_epoch_and_the_next_route(
     segments = int(re.search(r": (\d+) road segment", feedback.inner_text()).group(1))  # type: ignore[union-attr]
     assert segments > 2
     expect(page.get_by_test_id("header-epoch")).to_have_text(str(epoch + 2))
+    # the slowed roads are on the map: show it with van-2's stops and a request's timings
+    driver_row(page, "van-2").click()
+    page.get_by_test_id("requests").locator("tbody tr[data-id]").first.click()
+    expect(page.get_by_test_id("request-detail")).to_contain_text("batch of")
+    path = screenshot(page, "admin-traffic.png", capsys)
+    docs = os.environ.get("ROUTING_DOCS_SCREENSHOT")
+    if docs:
+        (REPO / docs).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(path, REPO / docs)
 
     # A bad edge id is refused with a message naming the field
     page.click("#traffic-form input[value=edge]")

@@ -64,6 +64,7 @@ def test_kpi_window_rates_quantiles_cache_and_batches_over_the_window() -> None:
         _answer(m, 0.004, "hit" if k < 9 else "miss", None if k < 9 else 4)
     m.requests.labels(status="422").inc()
     clock.t += 60
+    window.sample()
     s = window.summary(60.0)
     assert s["span_s"] == pytest.approx(60.0)
     assert s["requests"] == 13 and s["errors"] == 1
@@ -80,9 +81,22 @@ def test_kpi_window_with_no_traffic_says_none_not_zero_latency() -> None:
     clock = Clock()
     window = KpiWindow(ServiceMetrics(), clock)
     clock.t += 10
+    window.sample()
     s = window.summary(60.0)
     assert s["requests_per_s"] == 0 and s["latency_p99_ms"] is None
     assert s["cache_hit_ratio"] is None and s["mean_batch_size"] is None
+
+
+def test_kpi_series_counts_the_first_step_from_the_first_sample() -> None:
+    m = ServiceMetrics()
+    clock = Clock()
+    window = KpiWindow(m, clock)
+    clock.t += 4
+    _answer(m, 0.02, "miss", 1)
+    clock.t += 1
+    window.sample()
+    points = window.series(10.0, 600.0)
+    assert len(points) == 1 and points[0]["t"] == 0 and points[0]["p50_ms"] is not None
 
 
 def test_kpi_series_has_a_point_per_step_with_traffic() -> None:

@@ -309,8 +309,9 @@
     ctx.lineWidth = 1;
     ctx.textAlign = "right";
     ctx.textBaseline = "middle";
-    for (let i = 0; i <= 4; i++) {
-      const v = (ymax * i) / 4;
+    const ticks = ymax / Math.pow(10, Math.floor(Math.log10(ymax))) === 2 ? 4 : 5;
+    for (let i = 0; i <= ticks; i++) {
+      const v = (ymax * i) / ticks;
       ctx.beginPath();
       ctx.moveTo(left, Math.round(y(v)) + 0.5);
       ctx.lineTo(w - right, Math.round(y(v)) + 0.5);
@@ -819,6 +820,9 @@
     drawDrivers(ctx, w, h);
     drawArea(ctx, w, h);
     drawScale(ctx, w, h);
+    const [lat, lon] = unproject(view.cx, view.cy);
+    $("map").dataset.zoom = (view.s / view.fitS).toFixed(3);
+    $("map").dataset.center = `${lat.toFixed(6)},${lon.toFixed(6)}`;
   }
 
   function drawTraffic(ctx, w, h, zoom) {
