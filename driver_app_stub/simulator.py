@@ -407,12 +407,14 @@ class SimDriver:
                                 "speed_mps": round(min(self.speed_mps, 99.0), 2)}  # fmt: skip
         if self.heading is not None and self.speed_mps > 0:
             body["heading_deg"] = round(self.heading, 1) % 360.0
-        sim.stats.pings_sent += 1
         try:
             answer = await sim.client.ping(self.id, body, timeout=min(5.0, sim.config.request_timeout_s))
         except (ServiceUnavailable, RequestRejected) as exc:
+            sim.stats.pings_sent += 1
             sim.stats.errors[f"ping_{_kind(exc)}"] += 1
             return
+        # (counted when answered: a ping cut short by the end of the run is not counted)
+        sim.stats.pings_sent += 1
         sim.stats.pings_accepted += 1
         epoch = answer.get("traffic_epoch")
         if isinstance(epoch, int):
@@ -447,15 +449,16 @@ class SimDriver:
             "stops": [{"id": s.id, "lat": s.lat, "lon": s.lon, "service_s": cfg.service_s} for s in stops],
             "options": {"time_budget_ms": cfg.time_budget_ms},
         }  # fmt: skip
-        sim.stats.route_requests += 1
         was_provisional = self.plan is not None and self.plan.provisional
         try:
             answer = await sim.client.plan(body, cfg.request_timeout_s)
         except (ServiceUnavailable, RequestRejected) as exc:
+            sim.stats.route_requests += 1
             sim.stats.errors[f"route_{_kind(exc)}"] += 1
             if self.plan is None or not self.plan.provisional:
                 await self._plan_locally(stops)
             return
+        sim.stats.route_requests += 1
         self._use_service_route(answer)
         if reason != "initial":
             sim.stats.replans["service_back" if was_provisional else reason] += 1
@@ -555,6 +558,9 @@ class Simulation:
             self.client = ServiceClient(http, cfg.url, cfg.token)
             epoch_start = await self._epoch()
             assignments = await self._assign_stops()
+            # The app loads its edge planner at start (compiled search, int8 model), as a device
+            # would: a fallback then costs one local search, not a compilation.
+            await asyncio.to_thread(self.planner.load)
             self.clock = SimClock(cfg.speedup)
             self.drivers = [SimDriver(self, f"sim-{cfg.seed}-{i}", start, stops)
                             for i, (start, stops) in enumerate(assignments)]  # fmt: skip
