@@ -8,7 +8,9 @@
   GPU compute capability and TensorRT version, warmed up before use.
 
 A batch is several problems' candidate graphs joined as one disjoint graph; ``predict``
-returns one score array per problem, in order.
+returns one score array per problem, in order. The compiled backends run the model's
+dense twin (``gnn_model.dense``) and build its inputs from the batch on every call
+(``FeatureBatch.dense``), so their timings include that step.
 """
 
 from __future__ import annotations
@@ -21,7 +23,8 @@ from typing import Protocol
 
 import numpy as np
 
-from gnn_model.compile import FP32_FILE, INT8_FILE, NODE_BUCKETS, Manifest
+from gnn_model.compile import EXPORT_REVISION, FP32_FILE, INT8_FILE, NODE_BUCKETS, Manifest
+from gnn_model.dense_layout import DenseInputs, dense_inputs
 from gnn_model.features import EDGE_FEATURES, NODE_FEATURES, GraphFeatures
 
 log = logging.getLogger(__name__)
@@ -55,7 +58,12 @@ class FeatureBatch:
             edge_splits=splits,
         )
 
+    def dense(self) -> DenseInputs:
+        """The compiled model's inputs: these edges plus a padding edge, and incoming-edge slots per node."""
+        return dense_inputs(self.x, self.edge_index, self.edge_attr)
+
     def split(self, logits: np.ndarray) -> list[np.ndarray]:
+        """Per-problem logits; anything past the batch's edges (the dense twin's padding edge) is dropped."""
         return [logits[a:b] for a, b in zip(self.edge_splits[:-1], self.edge_splits[1:], strict=True)]
 
 
@@ -97,21 +105,21 @@ class OnnxRuntimeBackend:
             raise BackendUnavailable(
                 f"{path} missing: run `routing compile --backend {'onnxruntime-int8' if int8 else 'onnxruntime'}`"
             )
+        if manifest.export_revision != EXPORT_REVISION:
+            raise BackendUnavailable(f"{model_dir} is from another export revision: run `routing compile` again")
         opts = ort.SessionOptions()
         opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        # One thread per session: ONNX Runtime's ScatterND with reduction="add" (our row-wise
-        # message sums) races on repeated indices when split across threads (measured: up to
-        # 0.1 of error). Parallelism comes from batching, more workers and the search pool.
-        if threads and threads > 1:
-            log.warning("onnxruntime backend runs single-threaded (asked for %d threads)", threads)
-        opts.intra_op_num_threads = 1
+        # The dense export has no scatter, so intra-op threads are exact. Default one: the
+        # worker's search threads share the same cores.
+        opts.intra_op_num_threads = max(1, threads or 1)
         opts.inter_op_num_threads = 1
+        self.threads = opts.intra_op_num_threads
         self.session = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
         self.name = "onnxruntime-int8" if int8 else "onnxruntime"
         self.version = manifest.version + ("-int8" if int8 else "")
 
     def predict(self, batch: FeatureBatch) -> list[np.ndarray]:
-        (out,) = self.session.run(None, {"x": batch.x, "edge_index": batch.edge_index, "edge_attr": batch.edge_attr})
+        (out,) = self.session.run(None, batch.dense().feed())
         return batch.split(out)
 
 
@@ -131,13 +139,25 @@ def tensorrt_usable() -> str | None:
     return None
 
 
+# TensorRT optimisation profiles: per node bucket b, batches of up to ``max_batch_problems``
+# problems of up to b nodes, up to EDGES_PER_NODE candidate edges per node on average
+# (k = 10 nearest both ways gives about 12) and up to MAX_SLOTS incoming edges at one node.
+EDGES_PER_NODE = 16
+MAX_SLOTS = 32
+
+
 class TensorRTBackend:
-    """TensorRT engine from the ONNX model. Unverified until it has run on a GPU (see README)."""
+    """TensorRT engine from the exported dense twin. Unverified until it has run on a GPU (see README).
+
+    fp32/fp16 engines are built from ``model.onnx``; int8 from the static (QDQ) int8 file
+    ``routing compile --backend tensorrt --int8`` writes (explicit quantisation: the
+    scales come from the calibration problems, no TensorRT calibrator). Engines are cached
+    under ``trt/`` by model version, GPU compute capability, TensorRT version and precision.
+    """
 
     name = "tensorrt"
 
-    def __init__(self, model_dir: Path, *, precision: str = "fp16", calibration: list[GraphFeatures] | None = None,
-                 max_batch_problems: int = 128) -> None:  # fmt: skip
+    def __init__(self, model_dir: Path, *, precision: str = "fp16", max_batch_problems: int = 128) -> None:
         why = tensorrt_usable()
         if why:
             raise BackendUnavailable(f"tensorrt: {why}")
@@ -147,31 +167,40 @@ class TensorRTBackend:
         if precision not in ("fp32", "fp16", "int8"):
             raise ValueError("precision must be fp32, fp16 or int8")
         manifest = Manifest.read(model_dir)
+        if manifest.export_revision != EXPORT_REVISION:
+            raise BackendUnavailable(f"tensorrt: {model_dir} is from another export revision: run `routing compile`")
+        onnx_path = model_dir / FP32_FILE
+        if precision == "int8":
+            if "int8-static" not in manifest.precisions:
+                raise BackendUnavailable("tensorrt int8 needs the static int8 model: `routing compile --backend "
+                                         "tensorrt --int8`")  # fmt: skip
+            onnx_path = model_dir / INT8_FILE
         self.version = f"{manifest.version}-trt-{precision}"
         major, minor = torch.cuda.get_device_capability()
-        cache = model_dir / "trt" / f"sm{major}{minor}-trt{trt.__version__}-{precision}.engine"
+        cache = model_dir / "trt" / f"{manifest.version}-sm{major}{minor}-trt{trt.__version__}-{precision}.engine"
         self._trt = trt
         self._logger = trt.Logger(trt.Logger.WARNING)
+        self._profiles = self._profile_limits(max_batch_problems)
         if cache.is_file():
             engine_bytes = cache.read_bytes()
         else:
-            engine_bytes = self._build(model_dir / FP32_FILE, precision, calibration, max_batch_problems)
+            engine_bytes = self._build(onnx_path, precision)
             cache.parent.mkdir(parents=True, exist_ok=True)
             cache.write_bytes(engine_bytes)
         runtime = trt.Runtime(self._logger)
         self.engine = runtime.deserialize_cuda_engine(engine_bytes)
+        if self.engine is None:
+            raise BackendUnavailable(f"tensorrt cannot load the cached engine {cache} (delete it to rebuild)")
         self.context = self.engine.create_execution_context()
         self.stream = torch.cuda.Stream()
-        self._profiles = self._profile_limits(max_batch_problems)
         self._warm_up()
 
     @staticmethod
-    def _profile_limits(max_batch_problems: int) -> list[tuple[int, int]]:
-        """(max nodes, max edges) per optimisation profile, smallest first."""
-        return [(b * max_batch_problems, b * max_batch_problems * 20) for b in NODE_BUCKETS]
+    def _profile_limits(max_batch_problems: int) -> list[tuple[int, int, int]]:
+        """(max nodes, max edges incl. the padding edge, max slots) per optimisation profile, smallest first."""
+        return [(b * max_batch_problems, b * max_batch_problems * EDGES_PER_NODE + 1, MAX_SLOTS) for b in NODE_BUCKETS]
 
-    def _build(self, onnx_path: Path, precision: str, calibration: list[GraphFeatures] | None,
-               max_batch_problems: int) -> bytes:  # fmt: skip
+    def _build(self, onnx_path: Path, precision: str) -> bytes:
         trt = self._trt
         builder = trt.Builder(self._logger)
         network = builder.create_network(0)
@@ -181,22 +210,18 @@ class TensorRTBackend:
             raise BackendUnavailable(f"tensorrt cannot parse {onnx_path}: {errors}")
         config = builder.create_builder_config()
         config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, 1 << 30)
-        if precision == "fp16":
+        if precision in ("fp16", "int8"):
             config.set_flag(trt.BuilderFlag.FP16)
-        elif precision == "int8":
-            config.set_flag(trt.BuilderFlag.INT8)
-            config.set_flag(trt.BuilderFlag.FP16)
-            if calibration:
-                config.int8_calibrator = _make_calibrator(trt, calibration)
-        low_n, low_e = 1, 1
-        for max_n, max_e in self._profile_limits(max_batch_problems):
+        if precision == "int8":
+            config.set_flag(trt.BuilderFlag.INT8)  # Q/DQ nodes in the file carry the scales
+        for max_n, max_e, max_k in self._profiles:
             profile = builder.create_optimization_profile()
-            opt_n, opt_e = max(low_n, max_n // 2), max(low_e, max_e // 2)
-            profile.set_shape("x", (low_n, NODE_FEATURES), (opt_n, NODE_FEATURES), (max_n, NODE_FEATURES))
-            profile.set_shape("edge_index", (2, low_e), (2, opt_e), (2, max_e))
-            profile.set_shape("edge_attr", (low_e, EDGE_FEATURES), (opt_e, EDGE_FEATURES), (max_e, EDGE_FEATURES))
+            opt_n, opt_e, opt_k = max(1, max_n // 2), max(2, max_e // 2), 20
+            profile.set_shape("x", (1, NODE_FEATURES), (opt_n, NODE_FEATURES), (max_n, NODE_FEATURES))
+            profile.set_shape("edge_index", (2, 1), (2, opt_e), (2, max_e))
+            profile.set_shape("edge_attr", (1, EDGE_FEATURES), (opt_e, EDGE_FEATURES), (max_e, EDGE_FEATURES))
+            profile.set_shape("edge_in", (1, 1), (opt_n, opt_k), (max_n, max_k))
             config.add_optimization_profile(profile)
-            low_n, low_e = max_n + 1, max_e + 1
         engine = builder.build_serialized_network(network, config)
         if engine is None:
             raise BackendUnavailable("tensorrt engine build failed")
@@ -212,53 +237,24 @@ class TensorRTBackend:
     def predict(self, batch: FeatureBatch) -> list[np.ndarray]:
         import torch
 
-        n, e = batch.x.shape[0], batch.edge_index.shape[1]
-        profile = next((i for i, (mn, me) in enumerate(self._profiles) if n <= mn and e <= me), None)
+        d = batch.dense()
+        n, e, k = d.x.shape[0], d.edge_index.shape[1], d.slots
+        profile = next((i for i, (mn, me, mk) in enumerate(self._profiles) if n <= mn and e <= me and k <= mk), None)
         if profile is None:
-            raise ValueError(f"batch of {n} nodes / {e} edges exceeds the largest TensorRT profile")
-        x = torch.from_numpy(batch.x).cuda()
-        ei = torch.from_numpy(batch.edge_index).cuda()
-        ea = torch.from_numpy(batch.edge_attr).cuda()
-        out = torch.empty(e, dtype=torch.float32, device="cuda")
+            raise ValueError(f"batch of {n} nodes / {e} edges / {k} slots exceeds the largest TensorRT profile")
         ctx = self.context
-        ctx.set_optimization_profile_async(profile, self.stream.cuda_stream)
-        for name, t in (("x", x), ("edge_index", ei), ("edge_attr", ea)):
-            ctx.set_input_shape(name, tuple(t.shape))
-            ctx.set_tensor_address(name, t.data_ptr())
-        ctx.set_tensor_address("edge_logits", out.data_ptr())
-        ctx.execute_async_v3(self.stream.cuda_stream)
-        self.stream.synchronize()
-        return batch.split(out.cpu().numpy())
-
-
-def _make_calibrator(trt, calibration: list[GraphFeatures]):  # type: ignore[no-untyped-def]
-    import torch
-
-    class Calibrator(trt.IInt8EntropyCalibrator2):  # type: ignore[misc,name-defined]
-        def __init__(self) -> None:
-            super().__init__()
-            self.batches = iter(calibration)
-            self.keep: list[torch.Tensor] = []
-
-        def get_batch_size(self) -> int:
-            return 1
-
-        def get_batch(self, names):  # type: ignore[no-untyped-def]
-            f = next(self.batches, None)
-            if f is None:
-                return None
-            tensors = {"x": torch.from_numpy(f.x).cuda(), "edge_index": torch.from_numpy(f.edge_index).cuda(),
-                       "edge_attr": torch.from_numpy(f.edge_attr).cuda()}  # fmt: skip
-            self.keep = list(tensors.values())
-            return [int(tensors[n].data_ptr()) for n in names]
-
-        def read_calibration_cache(self):  # type: ignore[no-untyped-def]
-            return None
-
-        def write_calibration_cache(self, cache):  # type: ignore[no-untyped-def]
-            return None
-
-    return Calibrator()
+        with torch.cuda.stream(self.stream):
+            inputs = {name: torch.from_numpy(a).cuda(non_blocking=False) for name, a in d.feed().items()}
+            out = torch.empty(e, dtype=torch.float32, device="cuda")
+            ctx.set_optimization_profile_async(profile, self.stream.cuda_stream)
+            for name, t in inputs.items():
+                ctx.set_input_shape(name, tuple(t.shape))
+                ctx.set_tensor_address(name, t.data_ptr())
+            ctx.set_tensor_address("edge_logits", out.data_ptr())
+            if not ctx.execute_async_v3(self.stream.cuda_stream):
+                raise RuntimeError("tensorrt execution failed")
+            logits = out.cpu().numpy()
+        return batch.split(logits)
 
 
 def load_backend(name: str, model_dir: Path, checkpoint: Path, threads: int | None = None) -> Backend:

@@ -6,8 +6,12 @@ engines under ``trt/`` (built on the GPU machine), and ``manifest.json``: the ve
 buckets (which become TensorRT optimisation profiles), precisions and the training
 metadata of the checkpoint it came from.
 
-Shapes are dynamic (a batch is a disjoint union of problems, so only the node count N
-and edge count E vary); on GPUs the buckets bound them per optimisation profile.
+What is exported is the checkpoint's dense twin (``gnn_model.dense``): the same weights
+and logits, with node-side projections and gather + sum message passing instead of
+per-edge projections and scatter. Its inputs are ``gnn_model.dense_layout``'s: a batch
+is a disjoint union of problems plus one padding edge, and each node's incoming edges in
+``[N, K]`` slots; the node count N, edge count E + 1 and slot count K are dynamic, and
+on GPUs the buckets bound them per optimisation profile.
 """
 
 from __future__ import annotations
@@ -20,10 +24,11 @@ from typing import Any
 
 import numpy as np
 
+from gnn_model.dense_layout import DENSE_INPUT_NAMES, dense_inputs
 from gnn_model.features import EDGE_FEATURES, NODE_FEATURES, GraphFeatures
 
 OPSET = 17
-INPUT_NAMES = ("x", "edge_index", "edge_attr")
+INPUT_NAMES = DENSE_INPUT_NAMES
 OUTPUT_NAMES = ("edge_logits",)
 # Problem sizes (nodes per problem) the GPU profiles are built for; edges ~ 2k per node.
 NODE_BUCKETS = (16, 32, 64, 128, 256)
@@ -31,7 +36,8 @@ FP32_FILE = "model.onnx"
 INT8_FILE = "model.int8.onnx"
 MANIFEST = "manifest.json"
 # Bumped whenever the export itself changes, so stale compiled models are rebuilt.
-EXPORT_REVISION = 2
+# 3: the dense twin (node-side projections, gather + sum messages, no scatter).
+EXPORT_REVISION = 3
 
 
 @dataclass(frozen=True)
@@ -66,58 +72,37 @@ def _checksum(path: Path) -> str:
 
 
 def sample_inputs(features: GraphFeatures):  # type: ignore[no-untyped-def]
+    """The dense twin's example inputs (torch tensors, in ``INPUT_NAMES`` order) for one graph."""
     import torch
 
-    return (torch.from_numpy(features.x), torch.from_numpy(features.edge_index), torch.from_numpy(features.edge_attr))
+    d = dense_inputs(features.x, features.edge_index, features.edge_attr)
+    return tuple(torch.from_numpy(a) for a in (d.x, d.edge_index, d.edge_attr, d.edge_in))
 
 
 def export_onnx(model: Any, example: GraphFeatures, path: Path) -> None:
-    """Export with named inputs/outputs and dynamic node and edge dimensions; checks the file."""
+    """Export ``model``'s dense twin with named inputs/outputs and dynamic node, edge and slot dimensions.
+
+    The file passes ``onnx.checker`` (full check) and has no Scatter op.
+    """
     import onnx
     import torch
 
+    from gnn_model.dense import DenseEdgeScorer
+
+    twin = model if isinstance(model, DenseEdgeScorer) else DenseEdgeScorer(model)
     path.parent.mkdir(parents=True, exist_ok=True)
     with torch.no_grad():
         torch.onnx.export(
-            model, sample_inputs(example), str(path), input_names=list(INPUT_NAMES), output_names=list(OUTPUT_NAMES),
+            twin, sample_inputs(example), str(path), input_names=list(INPUT_NAMES), output_names=list(OUTPUT_NAMES),
             dynamic_axes={"x": {0: "nodes"}, "edge_index": {1: "edges"}, "edge_attr": {0: "edges"},
-                          "edge_logits": {0: "edges"}},
+                          "edge_in": {0: "nodes", 1: "slots"}, "edge_logits": {0: "edges"}},
             opset_version=OPSET, dynamo=False, do_constant_folding=True,
         )  # fmt: skip
     graph = onnx.load(str(path))
-    _scatter_rows(graph)
     onnx.checker.check_model(graph, full_check=True)
-    onnx.save(graph, str(path))
-
-
-def _scatter_rows(model: Any) -> int:
-    """Rewrite each row-wise ``scatter_add`` (ScatterElements fed by an Expand of [E, 1] indices)
-    as ScatterND with ``reduction="add"``: the same sums, added a row at a time instead of an
-    element at a time. ONNX Runtime spent half its time in ScatterElements; this halves it."""
-    from onnx import helper
-
-    producers = {out: node for node in model.graph.node for out in node.output}
-    nodes = model.graph.node
-    replaced = 0
-    for i, node in enumerate(list(nodes)):
-        if node.op_type != "ScatterElements":
-            continue
-        attrs = {a.name: helper.get_attribute_value(a) for a in node.attribute}
-        data, indices, updates = node.input
-        expand = producers.get(indices)
-        if (
-            attrs.get("reduction") != b"add"
-            or attrs.get("axis", 0) != 0
-            or expand is None
-            or expand.op_type != "Expand"
-        ):
-            continue
-        row_indices = expand.input[0]  # [E, 1]: one target row per update row
-        nodes.remove(node)
-        nodes.insert(i, helper.make_node("ScatterND", [data, row_indices, updates], list(node.output),
-                                         name=f"{node.name}_rows", reduction="add"))  # fmt: skip
-        replaced += 1
-    return replaced
+    scatters = sorted({n.op_type for n in graph.graph.node if n.op_type.startswith("Scatter")})
+    if scatters:
+        raise RuntimeError(f"exported graph still has {scatters}: the dense twin should have none")
 
 
 def quantize_int8(fp32: Path, out: Path, calibration: list[GraphFeatures] | None, mode: str = "dynamic") -> None:
@@ -140,7 +125,7 @@ def quantize_int8(fp32: Path, out: Path, calibration: list[GraphFeatures] | None
 
         def get_next(self) -> dict[str, np.ndarray] | None:
             f = next(self.batches, None)
-            return None if f is None else {"x": f.x, "edge_index": f.edge_index, "edge_attr": f.edge_attr}
+            return None if f is None else dense_inputs(f.x, f.edge_index, f.edge_attr).feed()
 
     quantize_static(str(fp32), str(out), Reader(), op_types_to_quantize=["MatMul", "Gemm"],
                     activation_type=QuantType.QInt8, weight_type=QuantType.QInt8)  # fmt: skip
@@ -162,7 +147,7 @@ def compile_model(checkpoint: Path, out_dir: Path, example: GraphFeatures, *, in
     manifest = Manifest(
         version=_checksum(fp32),
         inputs={"x": ["nodes", NODE_FEATURES, "float32"], "edge_index": [2, "edges", "int64"],
-                "edge_attr": ["edges", EDGE_FEATURES, "float32"]},
+                "edge_attr": ["edges", EDGE_FEATURES, "float32"], "edge_in": ["nodes", "slots", "int64"]},
         outputs={"edge_logits": ["edges", "float32"]},
         buckets=NODE_BUCKETS, precisions=tuple(precisions), opset=OPSET,
         checkpoint_version=str(meta.get("version", "")),

@@ -267,10 +267,12 @@ def cmd_compile(args: argparse.Namespace) -> int:
     if args.backend == "tensorrt":
         from gnn_model.backends import BackendUnavailable, TensorRTBackend
 
-        manifest = compile_model(checkpoint, model_dir, calibration[0], int8=False)
+        # TensorRT int8 builds from the static (QDQ) int8 file: explicit quantisation, scales from calibration.
+        manifest = compile_model(checkpoint, model_dir, calibration[0], int8=args.int8, int8_mode="static",
+                                 calibration=calibration)  # fmt: skip
         precision = "int8" if args.int8 else ("fp16" if args.fp16 else "fp32")
         try:
-            TensorRTBackend(model_dir, precision=precision, calibration=calibration)
+            TensorRTBackend(model_dir, precision=precision)
         except BackendUnavailable as exc:
             raise CliError(str(exc)) from None
     else:

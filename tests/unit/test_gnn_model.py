@@ -1,4 +1,5 @@
-"""The edge-scoring GNN: features, labels, batching, training determinism, the committed checkpoint."""
+"""The edge-scoring GNN: features, labels, batching, training determinism, the committed checkpoint,
+and the dense twin that is exported and served (same function, no scatter)."""
 
 from __future__ import annotations
 
@@ -10,6 +11,8 @@ import pytest
 import torch
 
 from gnn_model.backends import FeatureBatch, TorchBackend
+from gnn_model.dense import DenseEdgeScorer
+from gnn_model.dense_layout import dense_inputs
 from gnn_model.features import EDGE_FEATURES, NODE_FEATURES, build_features, edge_labels, local_scores
 from gnn_model.model import EdgeScorer, ModelConfig, parameter_count
 from gnn_model.search import localize
@@ -118,3 +121,88 @@ def test_committed_checkpoint_loads_and_reports_its_metrics() -> None:
     out = TorchBackend(model, str(meta["version"])).predict(FeatureBatch.of([f]))[0]
     assert out.shape == (f.edge_index.shape[1],) and np.isfinite(out).all()
     assert evaluate_model(model, [Example(p, tuple(range(1, 20)), (0.0, 1.0), "t")])["edge_recall"] >= 0.0
+
+
+def _mixed_batch(seed: int, sizes: list[int]) -> FeatureBatch:
+    rng = np.random.default_rng(seed)
+    problems = [
+        vary(euclidean_problem(n, rng, asymmetry=0.3 * (i % 2)), rng, tw_share=0.3) for i, n in enumerate(sizes)
+    ]
+    return FeatureBatch.of([build_features(p) for p in problems])
+
+
+def _reference(model: EdgeScorer, x: np.ndarray, edge_index: np.ndarray, edge_attr: np.ndarray) -> np.ndarray:
+    with torch.inference_mode():
+        return model(torch.from_numpy(x), torch.from_numpy(edge_index), torch.from_numpy(edge_attr)).numpy()
+
+
+def test_dense_inputs_list_each_nodes_incoming_edges() -> None:
+    x = np.zeros((4, NODE_FEATURES), dtype=np.float32)
+    edge_index = np.array([[0, 1, 2, 3, 0, 2], [1, 2, 1, 1, 2, 0]])  # node 1: 3 in, node 3: none
+    edge_attr = np.arange(6 * EDGE_FEATURES, dtype=np.float32).reshape(6, EDGE_FEATURES) + 1
+    d = dense_inputs(x, edge_index, edge_attr)
+    assert d.slots == 3
+    assert d.edge_index.shape == (2, 7) and d.edge_index[:, :6].tolist() == edge_index.tolist()
+    assert d.edge_index[:, 6].tolist() == [0, 0] and not d.edge_attr[6].any()  # the padding edge
+    np.testing.assert_array_equal(d.edge_attr[:6], edge_attr)
+    assert d.edge_in.tolist() == [[5, 6, 6], [0, 2, 3], [1, 4, 6], [6, 6, 6]]  # input order, padded with E = 6
+    assert list(d.feed()) == ["x", "edge_index", "edge_attr", "edge_in"]
+
+
+def test_dense_inputs_refuse_bad_edges() -> None:
+    x = np.zeros((3, NODE_FEATURES), dtype=np.float32)
+    with pytest.raises(ValueError, match="edge_index"):
+        dense_inputs(x, np.array([[0, 3], [1, 0]]), np.zeros((2, EDGE_FEATURES), dtype=np.float32))
+    with pytest.raises(ValueError, match="edge_attr"):
+        dense_inputs(x, np.array([[0], [1]]), np.zeros((2, EDGE_FEATURES), dtype=np.float32))
+
+
+def test_dense_twin_matches_the_trained_model_on_mixed_batches() -> None:
+    from gnn_model.training import load_checkpoint
+
+    model, _ = load_checkpoint(CHECKPOINT)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    twin = DenseEdgeScorer(model)
+    # Problems of 2..200 nodes in one batch, singletons, and every end kind / window mix.
+    for seed, sizes in ((1, [2, 3, 200, 5, 17, 64, 120, 9, 2, 41]), (2, [200]), (3, [2]), (4, [33] * 12)):
+        batch = _mixed_batch(seed, sizes)
+        ref = _reference(model, batch.x, batch.edge_index, batch.edge_attr)
+        out = twin.score(batch.x, batch.edge_index, batch.edge_attr)
+        assert out.shape == ref.shape
+        assert np.abs(out - ref).max() <= 1e-4, f"sizes {sizes}: max |diff| {np.abs(out - ref).max():.2e}"
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items()), "the source model was modified"
+
+
+def test_dense_twin_matches_any_weights_and_sizes() -> None:
+    # Untrained, seeded weights (larger activations than the trained model) and other layer counts/widths.
+    for seed, config in (
+        (0, ModelConfig()),
+        (1, ModelConfig(hidden=8, layers=1)),
+        (2, ModelConfig(hidden=16, layers=3)),
+    ):
+        torch.manual_seed(seed)
+        model = EdgeScorer(config).eval()
+        batch = _mixed_batch(seed, [2, 30, 7, 90])
+        np.testing.assert_allclose(twin_out := DenseEdgeScorer(model).score(batch.x, batch.edge_index, batch.edge_attr),
+                                   _reference(model, batch.x, batch.edge_index, batch.edge_attr), atol=1e-4, rtol=0)  # fmt: skip
+        assert np.isfinite(twin_out).all()
+
+
+def test_dense_twin_padding_never_reaches_real_edges() -> None:
+    torch.manual_seed(0)
+    model = EdgeScorer().eval()
+    twin = DenseEdgeScorer(model)
+    # Node 4 has no incoming edge, node 1 has three: most slots are padding.
+    x = np.random.default_rng(0).random((5, NODE_FEATURES), dtype=np.float32)
+    edge_index = np.array([[0, 2, 3, 1, 4, 1], [1, 1, 1, 2, 3, 0]])
+    edge_attr = np.random.default_rng(1).random((6, EDGE_FEATURES), dtype=np.float32)
+    d = dense_inputs(x, edge_index, edge_attr)
+    base = twin(*(torch.from_numpy(a) for a in (d.x, d.edge_index, d.edge_attr, d.edge_in))).detach().numpy()[:-1]
+    # Whatever the padding edge carries, real logits do not move.
+    attr = d.edge_attr.copy()
+    attr[-1] = 1e3
+    index = d.edge_index.copy()
+    index[:, -1] = [4, 2]
+    moved = twin(*(torch.from_numpy(a) for a in (d.x, index, attr, d.edge_in))).detach().numpy()[:-1]
+    np.testing.assert_array_equal(base, moved)
+    np.testing.assert_allclose(base, _reference(model, x, edge_index, edge_attr), atol=1e-5)
