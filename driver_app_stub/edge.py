@@ -32,8 +32,9 @@ from routing_core.problem import EndKind, Problem, evaluate
 
 log = logging.getLogger(__name__)
 
-# Defaults measured on Helsinki and Manhattan midtown road times (bench/edge_fallback.py): the
-# fastest road route is about DETOUR_FACTOR x the straight line, driven at about SPEED_KPH.
+# Assumed: the fastest road route is DETOUR_FACTOR x the straight line, driven at SPEED_KPH. How far
+# real road times are from this (and so how optimistic provisional ETAs are) is measured by
+# bench/edge_fallback.py; the order of an open route without windows does not depend on them.
 DETOUR_FACTOR = 1.35
 SPEED_KPH = 30.0
 TIME_BUDGET_MS = 50.0
