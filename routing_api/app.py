@@ -131,10 +131,12 @@ def create_app(settings: Settings | None = None, container: Container | None = N
             return osrm.osrm_json({"detail": [{"msg": "services mode: restart the workers with the new model"}]}, 409)
         checkpoint = Path(body.checkpoint) if body.checkpoint else None
         if checkpoint is not None and not checkpoint.is_file():
-            return osrm.osrm_json({"detail": [{"loc": ["body", "checkpoint"], "msg": "file not found"}]}, 422)
+            return osrm.osrm_json({"detail": [{"loc": ["body", "checkpoint"], "msg": "file not found",
+                                               "type": "value_error"}]}, 422)  # fmt: skip
         name = body.backend or c.settings.model_backend
         if name not in ("auto", "torch", "onnxruntime", "onnxruntime-int8", "tensorrt", "none"):
-            return osrm.osrm_json({"detail": [{"loc": ["body", "backend"], "msg": f"unknown backend {name!r}"}]}, 422)
+            return osrm.osrm_json({"detail": [{"loc": ["body", "backend"], "msg": f"unknown backend {name!r}",
+                                               "type": "value_error"}]}, 422)  # fmt: skip
         model_dir = Path(c.settings.model_dir) / ("swap-" + (checkpoint.stem if checkpoint else "default"))
         # Built and warmed aside; requests keep using the old model until the swap.
         model = await asyncio.to_thread(load_model, name, model_dir, checkpoint, c.settings.model_threads)

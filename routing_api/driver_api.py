@@ -22,7 +22,8 @@ def _service(request: Request) -> RouteService:
 
 
 def error_body(exc: RouteError) -> Response:
-    detail: dict[str, Any] = {"kind": exc.kind, "msg": exc.message}
+    # "type" too: every error item is a superset of FastAPI's ValidationError (loc, msg, type).
+    detail: dict[str, Any] = {"kind": exc.kind, "type": exc.kind, "msg": exc.message}
     if exc.loc is not None:
         detail["loc"] = exc.loc
     headers = {"Retry-After": str(exc.retry_after_s)} if exc.retry_after_s else None
@@ -75,7 +76,7 @@ def get_route(route_id: str, request: Request, principal: Caller) -> Response:
              dependencies=[Depends(require_driver)])  # fmt: skip
 def post_position(driver_id: str, body: PositionIn, request: Request) -> Response:
     if not 1 <= len(driver_id) <= 128:
-        return osrm_json({"detail": [{"kind": "invalid", "msg": "driver_id must be 1..128 characters",
+        return osrm_json({"detail": [{"kind": "invalid", "type": "invalid", "msg": "driver_id must be 1..128 characters",
                                       "loc": ["path", "driver_id"]}]}, 422)  # fmt: skip
     _service(request).request_log.record_position(driver_id, body.lat, body.lon, body.timestamp, body.speed_mps,
                                                  body.heading_deg)  # fmt: skip

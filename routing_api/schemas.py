@@ -2,10 +2,28 @@
 
 from __future__ import annotations
 
-from datetime import datetime
-from typing import Literal
+from datetime import UTC, datetime
+from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator, model_validator
+
+EARLIEST_TIME = datetime(1970, 1, 1, tzinfo=UTC)
+LATEST_TIME = datetime(2200, 1, 1, tzinfo=UTC)
+
+
+def _utc_in_range(value: datetime) -> datetime:
+    """The time in UTC (naive = UTC), within the years the service computes with (arrivals,
+    traffic buckets, storage): aware and comparable, whatever offsets the client mixed."""
+    try:
+        utc = value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+    except OverflowError:  # e.g. 0001-01-01T00:00+01:00 has no UTC value
+        utc = None
+    if utc is None or not EARLIEST_TIME <= utc <= LATEST_TIME:
+        raise ValueError(f"must be between {EARLIEST_TIME.isoformat()} and {LATEST_TIME.isoformat()}")
+    return utc
+
+
+Time = Annotated[datetime, AfterValidator(_utc_in_range)]
 
 
 class LatLon(BaseModel):
@@ -14,8 +32,8 @@ class LatLon(BaseModel):
 
 
 class TimeWindow(BaseModel):
-    earliest: datetime = Field(description="Service may start from this time")
-    latest: datetime = Field(description="Service should start by this time")
+    earliest: Time = Field(description="Service may start from this time")
+    latest: Time = Field(description="Service should start by this time")
 
     @model_validator(mode="after")
     def _ordered(self) -> TimeWindow:
@@ -60,7 +78,7 @@ class RouteRequestIn(BaseModel):
     driver_id: str = Field(min_length=1, max_length=128)
     start: LatLon
     end: Literal["return", "open"] | LatLon = "return"
-    depart_at: datetime | None = Field(None, description="Departure time; default now")
+    depart_at: Time | None = Field(None, description="Departure time; default now")
     stops: list[StopIn] = Field(min_length=1)
     options: RouteOptions = Field(default_factory=RouteOptions)
 
@@ -129,7 +147,7 @@ class RoutePublic(BaseModel):
 class PositionIn(BaseModel):
     lat: float = Field(ge=-90, le=90)
     lon: float = Field(ge=-180, le=180)
-    timestamp: datetime
+    timestamp: Time
     speed_mps: float | None = Field(None, ge=0, le=100)
     heading_deg: float | None = Field(None, ge=0, lt=360)
 
