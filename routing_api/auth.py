@@ -130,9 +130,13 @@ class TokenStore:
         else:
             cond = ApiToken.prefix == ref
         with self.sessions.begin() as session:
-            n = session.execute(
-                update(ApiToken).where(cond, ApiToken.revoked_at.is_(None)).values(revoked_at=datetime.now(UTC))
-            ).rowcount
+            ids = session.scalars(
+                update(ApiToken)
+                .where(cond, ApiToken.revoked_at.is_(None))
+                .values(revoked_at=datetime.now(UTC))
+                .returning(ApiToken.id)
+            ).all()
+            n = len(ids)
         with self._lock:
             self._cache.clear()
         return int(n or 0)
