@@ -119,3 +119,44 @@ def test_readyz_is_ready_when_everything_answers(app_client) -> None:
     body = r.json()
     assert body["status"] == "ready" and body["degraded"] == []
     assert body["checks"]["persistence"] == {"state": "ok", "buffered": 0, "dropped": 0}
+
+
+@pytest.mark.parametrize(
+    ("path_kind", "mutate", "loc_part"),
+    [
+        (
+            "position",
+            lambda b: b.update(timestamp="0001-01-01T00:00:00+01:00"),
+            "timestamp",
+        ),  # no UTC value (was a 500)
+        ("route", lambda b: b.update(depart_at="9999-12-31T23:59:59Z"), "depart_at"),
+        (
+            "route",
+            lambda b: b["stops"][0].update(
+                window={"earliest": "1500-01-01T00:00:00Z", "latest": "2026-11-30T09:00:00Z"}
+            ),
+            "window",
+        ),
+    ],
+)
+def test_times_outside_the_supported_range_are_422(app_client, path_kind, mutate, loc_part) -> None:
+    client, _ = app_client
+    if path_kind == "position":
+        body: dict[str, Any] = {"lat": 60.17, "lon": 24.94, "timestamp": "2026-11-30T08:00:00Z"}
+        mutate(body)
+        r = client.post("/v1/drivers/van-t/positions", json=body)
+    else:
+        body = _body(5)
+        mutate(body)
+        r = client.post("/v1/routes", json=body)
+    assert r.status_code == 422, r.text
+    assert loc_part in str(r.json()["detail"]) and "between 1970" in str(r.json()["detail"])
+
+
+def test_naive_and_offset_times_mix_in_one_request(app_client) -> None:
+    client, _ = app_client
+    body = _body(6, n_stops=3)
+    body["depart_at"] = "2026-11-30T08:00:00"  # naive: UTC
+    body["stops"][0]["window"] = {"earliest": "2026-11-30T10:00:00+02:00", "latest": "2026-11-30T09:30:00"}
+    r = client.post("/v1/routes", json=body)
+    assert r.status_code == 200, r.text  # 08:00 UTC .. 09:30 UTC: a real window, not a type error

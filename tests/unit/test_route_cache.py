@@ -576,3 +576,19 @@ def test_flush_reports_a_failing_backend() -> None:
     cache: RouteCache = FlakyBackendCache()
     with pytest.raises(RouteCacheUnavailable, match="ConnectionError"):
         cache.flush()
+
+
+def test_aget_or_compute_stores_only_what_store_if_accepts() -> None:
+    cache = InMemoryRouteCache()
+
+    async def compute() -> bytes:
+        return b"degraded"
+
+    async def go() -> None:
+        value, status = await cache.aget_or_compute("k", compute, 60.0, store_if=lambda v: v != b"degraded")
+        assert (value, status) == (b"degraded", "miss")
+        assert cache.get("k") is None  # handed back, not stored
+        value, status = await cache.aget_or_compute("k", compute, 60.0)
+        assert status == "miss" and cache.get("k") == b"degraded"
+
+    asyncio.run(go())
