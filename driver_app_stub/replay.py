@@ -31,6 +31,9 @@ import orjson
 from driver_app_stub.latency_report import RELATIVE_PRECISION, ChartPoint, LatencyHistogram
 
 ROUTES_PATH = "/v1/routes"
+# An idle connection is dropped after this long, well before a server closes it (uvicorn: 5 s): reusing
+# one the server is closing at that moment gets a connection reset, an error the service did not make.
+KEEPALIVE_EXPIRY_S = 1.0
 
 
 class ReplayError(Exception):
@@ -216,6 +219,16 @@ def _transport_error_kind(exc: httpx.HTTPError) -> str:
     return type(exc).__name__
 
 
+def _root_cause(exc: BaseException) -> str:
+    """The innermost exception of a chain, short: what actually went wrong under httpx's wrapper."""
+    seen = {id(exc)}
+    while (inner := exc.__cause__ or exc.__context__) is not None and id(inner) not in seen:
+        seen.add(id(inner))
+        exc = inner
+    text = str(exc)
+    return f"{type(exc).__name__}: {text}"[:100] if text else type(exc).__name__
+
+
 def schedule(records: Sequence[ReplayRecord], config: ReplayConfig) -> list[tuple[float, ReplayRecord]]:
     """(seconds after the start, record) for every record inside the window, in time order."""
     ordered = sorted(records, key=lambda r: r.at)  # stable: records with equal times keep the file order
@@ -247,7 +260,8 @@ async def replay(records: Sequence[ReplayRecord], config: ReplayConfig,
     loop = asyncio.get_running_loop()
     with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):  # not the main thread: no handler
         loop.add_signal_handler(signal.SIGINT, stop.set)
-    limits = httpx.Limits(max_connections=config.concurrency_limit, max_keepalive_connections=256)
+    limits = httpx.Limits(max_connections=config.concurrency_limit, max_keepalive_connections=256,
+                          keepalive_expiry=KEEPALIVE_EXPIRY_S)  # fmt: skip
     late_s = config.late_ms / 1000.0
     started_at = datetime.now(UTC)
 
@@ -276,6 +290,7 @@ async def replay(records: Sequence[ReplayRecord], config: ReplayConfig,
                 if sample.sent_s is None:
                     sample.sent_s = sample.done_s
                 sample.outcome = _transport_error_kind(exc)
+                sample.detail = _root_cause(exc)
             except Exception as exc:  # anything else the client raises is counted, never fatal to the replay
                 sample.done_s = time.perf_counter() - t0
                 if sample.sent_s is None:
