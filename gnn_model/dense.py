@@ -22,12 +22,14 @@ The last layer's node update feeds nothing (only edge logits come out), so it is
 
 from __future__ import annotations
 
+from typing import cast
+
 import numpy as np
 import torch
 from torch import Tensor, nn
 
 from gnn_model.dense_layout import dense_inputs
-from gnn_model.model import EdgeScorer
+from gnn_model.model import EdgeScorer, GatedLayer
 
 
 class DenseEdgeScorer(nn.Module):
@@ -41,13 +43,14 @@ class DenseEdgeScorer(nn.Module):
         super().__init__()
         hid = model.config.hidden
         self.hidden = hid
+        layers = cast(list[GatedLayer], list(model.layers))
         self.node_in = _frozen_copy(model.node_in)
         self.edge_in = _frozen_copy(model.edge_in)
         self.head = _frozen_copy(model.head)
-        self.edge_norms = nn.ModuleList(_frozen_copy(layer.edge_norm) for layer in model.layers)
-        self.node_norms = nn.ModuleList(_frozen_copy(layer.node_norm) for layer in model.layers)
+        self.edge_norms = nn.ModuleList(_frozen_copy(layer.edge_norm) for layer in layers)
+        self.node_norms = nn.ModuleList(_frozen_copy(layer.node_norm) for layer in layers)
         with torch.no_grad():
-            for i, layer in enumerate(model.layers):
+            for i, layer in enumerate(layers):
                 # Node-side product, columns [source | message | destination + edge bias | self + bias].
                 weight = torch.cat(
                     [layer.src_lin.weight, layer.msg_lin.weight, layer.dst_lin.weight, layer.self_lin.weight]
@@ -58,7 +61,7 @@ class DenseEdgeScorer(nn.Module):
                 self.register_buffer(f"node_weight{i}", weight.t().contiguous().clone())
                 self.register_buffer(f"node_bias{i}", bias)
                 self.register_buffer(f"edge_weight{i}", layer.edge_lin.weight.t().contiguous().clone())
-        self.layers = len(model.layers)
+        self.n_layers = len(layers)
         self.eval()
 
     def forward(self, x: Tensor, edge_index: Tensor, edge_attr: Tensor, edge_in: Tensor) -> Tensor:
@@ -71,11 +74,11 @@ class DenseEdgeScorer(nn.Module):
         e = self.edge_in(edge_attr)
         rows = e.shape[0]
         not_padding = (torch.arange(rows) < rows - 1).to(e.dtype).unsqueeze(1)  # [E + 1, 1]
-        for i in range(self.layers):
+        for i in range(self.n_layers):
             p = h @ getattr(self, f"node_weight{i}") + getattr(self, f"node_bias{i}")
             ends = p[:, :hid].index_select(0, src) + p[:, 2 * hid : 3 * hid].index_select(0, dst)
             e = e + torch.relu(self.edge_norms[i](e @ getattr(self, f"edge_weight{i}") + ends))
-            if i == self.layers - 1:
+            if i == self.n_layers - 1:
                 break
             gate = torch.sigmoid(e) * not_padding
             msg = gate * p[:, hid : 2 * hid].index_select(0, src)
