@@ -109,9 +109,10 @@ class OnnxRuntimeBackend:
             raise BackendUnavailable(f"{model_dir} is from another export revision: run `routing compile` again")
         opts = ort.SessionOptions()
         opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        # The dense export has no scatter, so intra-op threads are exact. Default one: the
-        # worker's search threads share the same cores.
-        opts.intra_op_num_threads = max(1, threads or 1)
+        # The dense export has no scatter, so the result does not depend on the thread count.
+        # None or 0: ONNX Runtime's default (one per physical core); serving passes
+        # ROUTING_MODEL_THREADS (default 1: the worker's search threads share the cores).
+        opts.intra_op_num_threads = max(0, threads or 0)
         opts.inter_op_num_threads = 1
         self.threads = opts.intra_op_num_threads
         self.session = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
