@@ -220,12 +220,14 @@ def _transport_error_kind(exc: httpx.HTTPError) -> str:
 
 
 def _root_cause(exc: BaseException) -> str:
-    """The innermost exception of a chain, short: what actually went wrong under httpx's wrapper."""
+    """The innermost exception of a chain, short: what went wrong under httpx's wrapper. An OS error is
+    named by its class only (ConnectionResetError, ...): its message carries addresses that would split
+    one cause into many report keys."""
     seen = {id(exc)}
     while (inner := exc.__cause__ or exc.__context__) is not None and id(inner) not in seen:
         seen.add(id(inner))
         exc = inner
-    text = str(exc)
+    text = "" if isinstance(exc, OSError) else str(exc)
     return f"{type(exc).__name__}: {text}"[:100] if text else type(exc).__name__
 
 
@@ -290,7 +292,8 @@ async def replay(records: Sequence[ReplayRecord], config: ReplayConfig,
                 if sample.sent_s is None:
                     sample.sent_s = sample.done_s
                 sample.outcome = _transport_error_kind(exc)
-                sample.detail = _root_cause(exc)
+                # a timeout's chain ends in the cancelled scope: its own class (ReadTimeout, ...) says more
+                sample.detail = type(exc).__name__ if isinstance(exc, httpx.TimeoutException) else _root_cause(exc)
             except Exception as exc:  # anything else the client raises is counted, never fatal to the replay
                 sample.done_s = time.perf_counter() - t0
                 if sample.sent_s is None:

@@ -105,7 +105,7 @@ def test_errors_are_counted_by_kind_and_cache_hits_by_answer() -> None:
     report = result.report()
     assert report["sent"] == 6 and report["ok"] == 3
     assert report["errors"] == {"http_422": 1, "http_503": 1, "timeout": 1}
-    assert report["error_details"] == {"http_422:invalid": 1, "http_503:queue_full": 1}
+    assert report["error_details"] == {"http_422:invalid": 1, "http_503:queue_full": 1, "timeout:ReadTimeout": 1}
     assert report["cache_hit_ratio"] == pytest.approx(2 / 3, abs=1e-4)
     assert all(h.get("authorization") == "Bearer rt_secret" for h in log.headers)
     assert report["config"]["auth"] is True and "rt_secret" not in json.dumps(report)
@@ -116,6 +116,7 @@ def test_connection_errors_are_counted_not_raised() -> None:
     result = asyncio.run(replay(_records([0.0, 0.01, 0.02]), ReplayConfig(url=url)))
     report = result.report()
     assert report["sent"] == 3 and report["ok"] == 0 and report["errors"] == {"connect_error": 3}
+    assert list(report["error_details"]) == ["connect_error:ConnectionRefusedError"]
     assert report["latency_ms"]["p50"] is None and report["throughput_rps"] is None
 
 
