@@ -159,9 +159,14 @@ class RouteService:
 
     # -- SERVE ----------------------------------------------------------------------------
 
-    async def serve(self, ing: Ingested, route_id: str, budget_ms: float) -> dict[str, Any]:
-        """Solve through the queue, check, draw the legs; the cacheable part of an answer."""
-        deadline = time.time() + self.settings.request_timeout_s
+    async def serve(
+        self, ing: Ingested, route_id: str, budget_ms: float, deadline: float | None = None
+    ) -> dict[str, Any]:
+        """Solve through the queue, check, draw the legs; the cacheable part of an answer.
+
+        ``deadline`` (Unix time; default ``request_timeout_s`` from now) bounds the wait for the answer."""
+        if deadline is None:
+            deadline = time.time() + self.settings.request_timeout_s
         problem = await asyncio.to_thread(ing.problem)
         request = SolveRequest(route_id, problem, budget_ms, deadline, seed=0)
         try:
@@ -233,6 +238,8 @@ class RouteService:
     async def plan(self, req: RouteRequestIn) -> dict[str, Any]:
         t_start = time.perf_counter()
         received = datetime.now(UTC)
+        # The deadline runs from the request's arrival: time queued for ingest under load counts too.
+        deadline = time.time() + self.settings.request_timeout_s
         route_id = uuid.uuid4().hex
         depart_at = req.depart_at or received
         if depart_at.tzinfo is None:
@@ -246,7 +253,7 @@ class RouteService:
 
             async def compute() -> bytes:
                 nonlocal degraded
-                solved = await self.serve(ing, route_id, req.options.time_budget_ms)
+                solved = await self.serve(ing, route_id, req.options.time_budget_ms, deadline)
                 degraded = solved["degraded"]
                 return json.dumps(solved).encode()
 
