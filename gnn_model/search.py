@@ -4,20 +4,20 @@ The route is a Hamiltonian path over a local matrix ``D`` whose first position i
 start and whose last is the end (the start again for ``return``, the end node for
 ``fixed``, a free virtual node for ``open``), so every move keeps both ends in place.
 
-Moves, all costed correctly for asymmetric matrices:
+Without time windows the search is ``gnn_model.ils``: Or-opt, 2-opt and or-3opt (segment
+swap) from candidate lists, moves applied in place, kicks of several segment swaps around
+one stop. Candidate lists hold the k best partners of each node: by the model's edge scores,
+or by travel time for the unguided baseline.
 
-* Or-opt: move a segment of 1-3 stops elsewhere, forward or reversed;
-* 2-opt: reverse a stretch (its cost read from prefix sums of both directions).
+With time windows the objective is ``travel + LATE_PENALTY * lateness`` (lateness first) and
+every move is evaluated exactly on the whole route: Or-opt (segments of 1-3 stops, forward or
+reversed) and 2-opt from the candidate lists, with don't-look bits, and an iterated local
+search that kicks the route with a random local double bridge (segment swap, no reversal).
 
-Moves are tried from candidate lists (the k best partners of each node: by the model's
-edge scores, or by travel time for the unguided baseline), with don't-look bits. An
-iterated local search then kicks the route with a random local double bridge (segment
-swap, no reversal) and keeps the better route. With time windows the objective is
-``travel + LATE_PENALTY * lateness`` (lateness first), each move evaluated exactly.
-
-Deterministic for a given seed and iteration count: the random stream is seeded and
-the time budget is checked only between fixed-size rounds of kicks, so a run that
-stops on iterations gives the same route every time.
+Deterministic for a given seed and iteration count: the time budget is checked only between
+calls into the compiled search, and what a call does depends on the seed and the kicks made
+so far, not on when the clock was read, so a run that stops on iterations gives the same
+route every time.
 """
 
 from __future__ import annotations
@@ -29,6 +29,7 @@ from dataclasses import dataclass
 import numpy as np
 from numba import njit
 
+from gnn_model import ils
 from routing_core.problem import EndKind, Evaluation, Problem, evaluate
 
 LATE_PENALTY = 1.0e6  # seconds of travel one second of lateness is worth (lateness first)
@@ -477,20 +478,12 @@ def solve(problem: Problem, params: SearchParams | None = None, scores: np.ndarr
         if _objective(lp.D, by_deadline, lp.early, lp.late, lp.serv, True) < construction:
             tour = by_deadline.astype(np.int64)
     cand = candidate_lists(lp.D, params.n_candidates, scores)
-    active = np.ones(L, np.bool_)
-    cost = _local_search(lp.D, tour, cand, lp.early, lp.late, lp.serv, lp.has_tw, active)
-    _seed(params.seed)
-    iterations = 0
-    stalled = 0
     stall_limit = params.stall_iterations if params.stall_iterations is not None else params.max_iterations + 1
     deadline = t0 + params.time_limit_ms / 1000.0
-    while (iterations < params.max_iterations and stalled < stall_limit and time.perf_counter() < deadline
-           and L - 2 >= 8):  # fmt: skip
-        kicks = min(KICKS_PER_ROUND, params.max_iterations - iterations)
-        before = cost
-        cost = _ils_round(lp.D, tour, cand, lp.early, lp.late, lp.serv, lp.has_tw, kicks, cost, params.accept_worse)
-        iterations += kicks
-        stalled = stalled + kicks if cost >= before - 1e-9 else 0
+    if lp.has_tw:
+        tour, iterations = _windows_search(lp, tour, cand, params, stall_limit, deadline)
+    else:
+        tour, iterations = _travel_search(lp, tour, cand, params, stall_limit, deadline)
     order = tuple(int(x) for x in lp.nodes[tour[1 : L - 1]])
     evaluation = evaluate(problem, order)
     # The kernels keep a permutation; this guards the invariant. A route that must use a leg with
@@ -498,6 +491,51 @@ def solve(problem: Problem, params: SearchParams | None = None, scores: np.ndarr
     if sorted(order) != problem.stops.tolist():
         raise RuntimeError(f"search produced an invalid route: {evaluation.problems}")
     return SearchResult(order, evaluation, (time.perf_counter() - t0) * 1e3, iterations, construction)
+
+
+def _travel_search(
+    lp: LocalProblem, tour: np.ndarray, cand: np.ndarray, params: SearchParams, stall_limit: int, deadline: float
+) -> tuple[np.ndarray, int]:
+    """The iterated local search of ``gnn_model.ils`` (no windows): calls sized by the clock, so the
+    time check costs little at any n, while the route depends on the seed and kick count only."""
+    st = ils.new_state(lp.D, tour, cand, params.seed)
+    iterations = 0
+    chunk = 8
+    # One call should take about a fiftieth of the budget, within 0.2-5 ms.
+    target = min(5e-3, max(2e-4, params.time_limit_ms / 1000.0 / 50.0))
+    while iterations < params.max_iterations and st.stalled < stall_limit and lp.D.shape[0] - 2 >= 8:
+        now = time.perf_counter()
+        if now >= deadline:
+            break
+        kicks = min(chunk, params.max_iterations - iterations)
+        done = ils.run_kicks(lp.D, cand, st, kicks, stall_limit, params.accept_worse)
+        iterations += done
+        spent = time.perf_counter() - now
+        if done == kicks and spent > 0.0:
+            rate = done / spent
+            chunk = int(min(max(1.0, rate * min(target, deadline - time.perf_counter())), 4.0 * chunk, 1e6))
+    return st.best, iterations
+
+
+def _windows_search(
+    lp: LocalProblem, tour: np.ndarray, cand: np.ndarray, params: SearchParams, stall_limit: int, deadline: float
+) -> tuple[np.ndarray, int]:
+    """With time windows: every move is evaluated on the whole route (lateness first), in
+    fixed rounds of KICKS_PER_ROUND kicks."""
+    L = lp.D.shape[0]
+    active = np.ones(L, np.bool_)
+    cost = _local_search(lp.D, tour, cand, lp.early, lp.late, lp.serv, True, active)
+    _seed(params.seed)
+    iterations = 0
+    stalled = 0
+    while (iterations < params.max_iterations and stalled < stall_limit and time.perf_counter() < deadline
+           and L - 2 >= 8):  # fmt: skip
+        kicks = min(KICKS_PER_ROUND, params.max_iterations - iterations)
+        before = cost
+        cost = _ils_round(lp.D, tour, cand, lp.early, lp.late, lp.serv, True, kicks, cost, params.accept_worse)
+        iterations += kicks
+        stalled = stalled + kicks if cost >= before - 1e-9 else 0
+    return tour, iterations
 
 
 def serving_stall(n_stops: int) -> int:
