@@ -83,7 +83,7 @@ def services(tmp_path_factory: pytest.TempPathFactory, helsinki_path: Path, post
     }  # fmt: skip
     base = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.time() + 120
+        deadline = time.time() + 240
         while True:
             try:
                 if httpx.get(f"{base}/readyz", timeout=2).status_code == 200:
@@ -97,6 +97,7 @@ def services(tmp_path_factory: pytest.TempPathFactory, helsinki_path: Path, post
                 pytest.fail(f"services did not become ready (exited: {dead}); api log:\n"
                             + (tmp / "api.log").read_text()[-3000:])  # fmt: skip
             time.sleep(0.5)
+        _wait_for_consumers(env["ROUTING_QUEUE_NAME"], 2, procs, deadline)
         yield {"base": base, "headers": headers, "engine": engine, "queue": env["ROUTING_QUEUE_NAME"],
                "prefix": env["ROUTING_CACHE_PREFIX"], "logs": tmp}  # fmt: skip
     finally:
@@ -113,6 +114,25 @@ def services(tmp_path_factory: pytest.TempPathFactory, helsinki_path: Path, post
         engine.dispose()
         with psycopg.connect(postgres_server, autocommit=True) as conn:
             conn.execute(f'DROP DATABASE IF EXISTS "{db_name}" WITH (FORCE)')
+
+
+def _wait_for_consumers(queue: str, count: int, procs: dict, deadline: float) -> None:
+    """Both workers consume before the load starts (a worker still compiling its search would miss it)."""
+    import pika
+
+    conn = pika.BlockingConnection(pika.URLParameters(AMQP_URL))
+    try:
+        ch = conn.channel()
+        while True:
+            consumers = ch.queue_declare(queue, passive=True).method.consumer_count
+            if consumers >= count:
+                return
+            dead = [n for n, p in procs.items() if p.poll() is not None]
+            if dead or time.time() > deadline:
+                pytest.fail(f"{consumers} of {count} workers consuming (exited: {dead})")
+            time.sleep(0.5)
+    finally:
+        conn.close()
 
 
 def _cleanup(queue: str, prefix: str) -> None:
