@@ -122,6 +122,7 @@ def _cell(x: Any) -> str:
 def format_table(report: dict[str, Any]) -> str:
     """A plain-text summary of a replay report (what ``routing replay`` prints)."""
     lat = report["latency_ms"]
+    lag = report.get("send_lag_ms") or {}
     errors = ", ".join(f"{k}: {v}" for k, v in sorted(report["errors"].items())) or "none"
     ratio = report["cache_hit_ratio"]
     rows = [
@@ -130,6 +131,7 @@ def format_table(report: dict[str, Any]) -> str:
         ("errors", errors),
         ("unanswered", report["unanswered"]),
         ("late sends", report["late_sends"]),
+        ("send lag ms p50 / p99 / max", " / ".join(_cell(lag.get(k)) for k in ("p50", "p99", "max"))),
         ("offered req/s", report["offered_rps"]),
         ("throughput req/s", report["throughput_rps"]),
         ("cache hit ratio", "-" if ratio is None else f"{ratio:.3f}"),
@@ -282,8 +284,8 @@ text{font-size:11px;fill:#333}.title{font-size:13px;font-weight:bold}.plot{fill:
 
 def write_chart_html(path: Path, report: dict[str, Any], points: Sequence[ChartPoint], hist: LatencyHistogram) -> None:
     """One self-contained HTML page (inline SVG, no scripts): summary table, latency over time, distribution."""
-    rows = "".join(f"<tr><th>{html.escape(line.split('  ', 1)[0])}</th><td>{html.escape(line.split('  ', 1)[-1].strip())}</td></tr>"
-                   for line in format_table(report).splitlines())  # fmt: skip
+    cells = [line.split("  ", 1) for line in format_table(report).splitlines()]
+    rows = "".join(f"<tr><th>{html.escape(c[0])}</th><td>{html.escape(c[-1].strip())}</td></tr>" for c in cells)
     cfg = report.get("config", {})
     title = f"Replay of {cfg.get('input', '?')} at {cfg.get('speed', '?')}x against {cfg.get('url', '?')}"
     page = (f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>"

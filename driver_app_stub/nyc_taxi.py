@@ -306,9 +306,10 @@ def build_requests(trips: Sequence[TaxiTrip], plan: TripPlan) -> list[ReplayReco
     return [r for _, _, r in records]
 
 
-async def convert(path: Path, url: str, token: str | None, plan: TripPlan, bbox: BBox | None = None,
-                  radius_m: float | None = None,
-                  log: Callable[[str], None] = lambda line: None) -> tuple[list[ReplayRecord], dict[str, Any]]:  # fmt: skip
+async def convert(
+    path: Path, url: str, token: str | None, plan: TripPlan, bbox: BBox | None = None,
+    radius_m: float | None = None, log: Callable[[str], None] = lambda line: None,
+) -> tuple[list[ReplayRecord], dict[str, Any]]:  # fmt: skip
     """Read the CSV, keep the on-map trips (asking the service at ``url``), build the requests."""
     trips = read_trips(path)
     headers = {"authorization": f"Bearer {token}"} if token else {}

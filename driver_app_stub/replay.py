@@ -133,6 +133,7 @@ class ReplayResult:
             "error_details": dict(sorted(details.items())),
             "unanswered": sum(1 for s in sent if s.outcome is None),
             "late_sends": sum(1 for s in sent if s.late),
+            "send_lag_ms": _lag_summary(sent),
             "latency_ms": self.histogram.summary(),
             "throughput_rps": round(len(ok) / last_done, 3) if last_done else None,
             "offered_rps": round((len(sent) - 1) / span, 3) if span else None,
@@ -152,6 +153,20 @@ class ReplayResult:
 
 
 # -- input ---------------------------------------------------------------------------------------
+
+
+def _lag_summary(sent: Sequence[Sample]) -> dict[str, float | None]:
+    """How far behind schedule requests went out (ms): p50, p99, max. Large values mean the client, not the
+    server, was the bottleneck (or ``concurrency_limit`` held them back)."""
+    lag = LatencyHistogram()
+    for s in sent:
+        if s.sent_s is not None:
+            lag.record((s.sent_s - s.sched_s) * 1000.0)
+    return {"p50": _ms(lag.percentile(50)), "p99": _ms(lag.percentile(99)), "max": _ms(lag.max_ms)}
+
+
+def _ms(x: float | None) -> float | None:
+    return None if x is None else round(x, 3)
 
 
 def parse_time(text: Any, where: str) -> datetime:

@@ -94,8 +94,9 @@ def cmd_replay(args: argparse.Namespace) -> int:
             bbox = nyc_taxi.BBox.parse(args.map_bbox) if args.map_bbox else None
             if args.snap_radius_m is not None and not args.snap_radius_m > 0:
                 raise ReplayError(f"--snap-radius-m must be positive, got {args.snap_radius_m}")
-            records, info = asyncio.run(nyc_taxi.convert(source, config.url, config.token, plan, bbox,
-                                                         args.snap_radius_m, log=lambda m: print(m, file=sys.stderr)))  # fmt: skip
+            conversion = nyc_taxi.convert(source, config.url, config.token, plan, bbox, args.snap_radius_m,
+                                          log=lambda m: print(m, file=sys.stderr))  # fmt: skip
+            records, info = asyncio.run(conversion)
             extra["nyc_taxi"] = info
             print(f"{info['trips_read']} trips: {info['outside_bbox']} outside the map's bbox, {info['off_road']} "
                   f"not snapped to a road, {info['trips_kept']} kept -> {info['requests']} requests "
@@ -148,23 +149,24 @@ def register(sub: Any) -> None:
     """Add ``routing replay`` to the ``routing`` subcommands."""
     p = sub.add_parser(
         "replay", help="re-send recorded requests to the API, open loop, and report latency",
-        description="Open-loop replay: each request is sent at (recorded time - first time) / speed after the start, "
-        "whatever happened before it; latency counts from that scheduled time. Ctrl-C stops and writes a partial report.",
+        description="Open-loop replay: each request is sent at (recorded time - first time) / speed after the "
+        "start, whatever happened before it; latency counts from that scheduled time. Ctrl-C stops and writes a "
+        "partial report.",
     )  # fmt: skip
     p.add_argument("input", help="a request log (`routing export-requests`, .jsonl) or the NYC taxi CSV")
     p.add_argument("--format", choices=FORMATS, default=None, help="default: from the file name (.jsonl / .csv)")
     p.add_argument("--url", default="http://127.0.0.1:8000", help="the API (default %(default)s)")
     p.add_argument("--token", default=os.environ.get("ROUTING_TOKEN"),
-                   help="bearer token (a dispatcher token made with --rate-limit 0; default: $ROUTING_TOKEN)")  # fmt: skip
+                   help="bearer token (dispatcher, made with --rate-limit 0; default: $ROUTING_TOKEN)")  # fmt: skip
     p.add_argument("--speed", type=float, default=1.0, help="recorded seconds per wall second (default 1)")
     p.add_argument("--duration", type=float, default=None, help="stop scheduling after this many wall seconds")
     p.add_argument("--start-offset", type=float, default=0.0,
                    help="skip this many recorded seconds from the first request (default 0)")  # fmt: skip
     p.add_argument("--concurrency-limit", type=int, default=None,
-                   help="most requests in flight; a send that must wait for a slot is a late send (default: none)")  # fmt: skip
+                   help="most requests in flight; a send waiting for a slot is late (default: no limit)")  # fmt: skip
     p.add_argument("--timeout", type=float, default=60.0, help="seconds per request (default 60)")
     p.add_argument("--late-ms", type=float, default=10.0,
-                   help="a request out later than this after its scheduled time is a late send (default 10)")  # fmt: skip
+                   help="a request out later than this after its scheduled time is late (default 10)")  # fmt: skip
     p.add_argument("--report", required=True, help="JSON report file to write")
     p.add_argument("--chart", default=None, help="HTML file: latency over time and its distribution (inline SVG)")
     p.add_argument("--fail-on-errors", action="store_true",

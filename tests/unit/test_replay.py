@@ -92,6 +92,7 @@ def test_latency_counts_from_the_scheduled_time_under_a_concurrency_limit() -> N
     assert report["latency_ms"]["max"] >= 2500.0
     # the 8 requests that had to wait for a slot went out >= 0.5 s behind schedule: late sends
     assert report["late_sends"] >= 8
+    assert report["send_lag_ms"]["max"] >= 2000.0  # the last wave waited for 4 earlier ones
 
 
 def test_errors_are_counted_by_kind_and_cache_hits_by_answer() -> None:
