@@ -455,7 +455,33 @@ def candidate_lists(D: np.ndarray, k: int, scores: np.ndarray | None = None) -> 
         key = near
     key = key.astype(np.float64).copy()
     np.fill_diagonal(key, np.inf)
-    return np.argsort(key, axis=1, kind="stable")[:, :k].astype(np.int64)
+    return _k_smallest(key, k)
+
+
+@njit(cache=True, nogil=True)
+def _k_smallest(key, k):  # type: ignore[no-untyped-def]
+    """Per row, the columns of the k least keys in increasing order, ties by column: the first k
+    of a stable argsort, in O(n k) per row instead of O(n log n) (half a second at n = 2,392)."""
+    L = key.shape[0]
+    out = np.empty((L, k), np.int64)
+    vals = np.empty(k)
+    for i in range(L):
+        m = 0
+        for j in range(key.shape[1]):
+            x = key[i, j]
+            if m == k and not x < vals[k - 1]:
+                continue
+            t = m if m < k else k - 1
+            while t > 0 and vals[t - 1] > x:  # strictly greater: an equal key keeps its earlier column first
+                if t < k:
+                    vals[t] = vals[t - 1]
+                    out[i, t] = out[i, t - 1]
+                t -= 1
+            vals[t] = x
+            out[i, t] = j
+            if m < k:
+                m += 1
+    return out
 
 
 def solve(problem: Problem, params: SearchParams | None = None, scores: np.ndarray | None = None) -> SearchResult:

@@ -326,6 +326,20 @@ def test_candidate_lists_are_the_nearest_either_way() -> None:
     assert cand[0].tolist() == [2, 5, 1]  # scored first (best first), then nearest unscored
 
 
+def test_candidate_lists_keep_the_order_of_a_stable_sort_with_ties() -> None:
+    # Integer travel times (TSPLIB's rounded distances) tie often: equal partners come by index.
+    rng = np.random.default_rng(32)
+    for trial in range(40):
+        L = int(rng.integers(3, 40))
+        D = rng.integers(1, 6, size=(L, L)).astype(float) if trial % 2 else rng.random((L, L))
+        np.fill_diagonal(D, 0.0)
+        k = int(rng.integers(1, L))
+        key = np.minimum(D, D.T)
+        np.fill_diagonal(key, np.inf)
+        expected = np.argsort(key, axis=1, kind="stable")[:, : min(k, L - 1)]
+        assert np.array_equal(candidate_lists(D, k), expected)
+
+
 def test_candidate_lists_for_one_stop() -> None:
     D = localize(Problem(np.array([[0.0, 1.0], [2.0, 0.0]]))).D
     cand = candidate_lists(D, 10)
