@@ -133,14 +133,18 @@ def run(model_dir: Path, checkpoint: Path, names: list[str], threads: int, seed:
         result["parity_max_abs_diff"] = max(diffs)
     if "onnxruntime" in backends and "onnxruntime-int8" in backends:
         deltas = []
+        logit_diff = 0.0
         params = SearchParams(time_limit_ms=1e9, max_iterations=300, seed=seed)
         for p, f in zip(probs[50][:64], feats[50][:64], strict=True):
             batch = FeatureBatch.of([f])
             costs = []
-            for name in ("onnxruntime", "onnxruntime-int8"):
-                scores = backends[name].predict(batch)[0]
+            outs = [backends[name].predict(batch)[0] for name in ("onnxruntime", "onnxruntime-int8")]
+            logit_diff = max(logit_diff, float(np.abs(outs[0] - outs[1]).max()))
+            for scores in outs:
                 costs.append(solve(p, params, scores=local_scores(f, scores)).evaluation.travel_s)
             deltas.append(100.0 * (costs[1] / costs[0] - 1.0))
+        # The search may find the same routes from slightly different scores: the logits' gap says how far apart.
+        result["int8_max_abs_logit_diff"] = logit_diff
         result["int8_route_cost_delta_pct"] = float(np.mean(deltas))
         result["int8_route_cost_delta_max_pct"] = float(np.max(np.abs(deltas)))
     return result
