@@ -10,7 +10,8 @@
 A batch is several problems' candidate graphs joined as one disjoint graph; ``predict``
 returns one score array per problem, in order. The compiled backends run the model's
 dense twin (``gnn_model.dense``) and build its inputs from the batch on every call
-(``FeatureBatch.dense``), so their timings include that step.
+(``FeatureBatch.dense``), so their timings include that step; ONNX Runtime runs big
+batches as cache-sized sub-batches (``CHUNK_EDGES``).
 """
 
 from __future__ import annotations
@@ -43,20 +44,43 @@ class FeatureBatch:
     edge_index: np.ndarray
     edge_attr: np.ndarray
     edge_splits: np.ndarray  # cumulative edge counts, len = problems + 1
+    node_splits: np.ndarray | None = None  # cumulative node counts; None: the batch cannot be split
 
     @classmethod
     def of(cls, graphs: Sequence[GraphFeatures]) -> FeatureBatch:
         if not graphs:
             raise ValueError("a batch needs at least one problem")
-        node_off = np.cumsum([0] + [g.x.shape[0] for g in graphs[:-1]])
-        edges = [g.edge_index + off for g, off in zip(graphs, node_off, strict=True)]
+        node_splits = np.cumsum([0] + [g.x.shape[0] for g in graphs])
+        edges = [g.edge_index + off for g, off in zip(graphs, node_splits[:-1], strict=True)]
         splits = np.cumsum([0] + [g.edge_index.shape[1] for g in graphs])
         return cls(
             x=np.concatenate([g.x for g in graphs]).astype(np.float32, copy=False),
             edge_index=np.concatenate(edges, axis=1).astype(np.int64, copy=False),
             edge_attr=np.concatenate([g.edge_attr for g in graphs]).astype(np.float32, copy=False),
-            edge_splits=splits,
-        )
+            edge_splits=splits, node_splits=node_splits,
+        )  # fmt: skip
+
+    def chunks(self, max_edges: int) -> list[FeatureBatch]:
+        """Consecutive problems grouped into sub-batches of at most ``max_edges`` edges (a bigger problem alone).
+
+        Their per-problem results, in order, are this batch's.
+        """
+        es, ns = self.edge_splits, self.node_splits
+        if ns is None or int(es[-1]) <= max_edges:
+            return [self]
+        parts: list[FeatureBatch] = []
+        first = 0
+        for last in range(1, len(es)):
+            closes = last == len(es) - 1 or int(es[last + 1] - es[first]) > max_edges
+            if closes:
+                e0, e1, n0 = int(es[first]), int(es[last]), int(ns[first])
+                parts.append(FeatureBatch(
+                    x=self.x[n0 : int(ns[last])], edge_index=self.edge_index[:, e0:e1] - n0,
+                    edge_attr=self.edge_attr[e0:e1], edge_splits=es[first : last + 1] - e0,
+                    node_splits=ns[first : last + 1] - n0,
+                ))  # fmt: skip
+                first = last
+        return parts
 
     def dense(self) -> DenseInputs:
         """The compiled model's inputs: these edges plus a padding edge, and incoming-edge slots per node."""
@@ -95,8 +119,17 @@ class TorchBackend:
         return batch.split(out.numpy())
 
 
+# ONNX Runtime runs a batch in sub-batches of about this many edges: each layer's [E, 48] tensors
+# then stay in the core's cache (2 MB L2 here) instead of streaming through memory. Measured on
+# this machine: batch 32 of 100-node problems 1.5x faster than one call, batch 1 unchanged.
+CHUNK_EDGES = 2048
+
+
 class OnnxRuntimeBackend:
-    def __init__(self, model_dir: Path, *, int8: bool = False, threads: int | None = None) -> None:
+    """ONNX Runtime CPU session on the exported dense twin (fp32 or int8)."""
+
+    def __init__(self, model_dir: Path, *, int8: bool = False, threads: int | None = None,
+                 chunk_edges: int = CHUNK_EDGES) -> None:  # fmt: skip
         import onnxruntime as ort
 
         manifest = Manifest.read(model_dir)
@@ -115,13 +148,19 @@ class OnnxRuntimeBackend:
         opts.intra_op_num_threads = max(0, threads or 0)
         opts.inter_op_num_threads = 1
         self.threads = opts.intra_op_num_threads
+        if chunk_edges < 1:
+            raise ValueError("chunk_edges must be >= 1")
+        self.chunk_edges = chunk_edges
         self.session = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
         self.name = "onnxruntime-int8" if int8 else "onnxruntime"
         self.version = manifest.version + ("-int8" if int8 else "")
 
     def predict(self, batch: FeatureBatch) -> list[np.ndarray]:
-        (out,) = self.session.run(None, batch.dense().feed())
-        return batch.split(out)
+        out: list[np.ndarray] = []
+        for part in batch.chunks(self.chunk_edges):
+            (logits,) = self.session.run(None, part.dense().feed())
+            out.extend(part.split(logits))
+        return out
 
 
 def tensorrt_usable() -> str | None:

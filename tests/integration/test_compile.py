@@ -10,6 +10,7 @@ import pytest
 import torch
 
 from gnn_model.backends import (
+    CHUNK_EDGES,
     BackendUnavailable,
     FeatureBatch,
     OnnxRuntimeBackend,
@@ -70,11 +71,11 @@ def test_export_passes_checker_and_writes_manifest(model_dir: Path, checkpoint: 
     assert len(m.version) == 16
 
 
-@pytest.mark.parametrize("threads", [1, 2])
-def test_onnxruntime_matches_torch(model_dir: Path, checkpoint: Path, features, threads: int) -> None:
+@pytest.mark.parametrize(("threads", "chunk_edges"), [(1, CHUNK_EDGES), (2, CHUNK_EDGES), (1, 500)])
+def test_onnxruntime_matches_torch(model_dir: Path, checkpoint: Path, features, threads: int, chunk_edges: int) -> None:
     model, meta = load_checkpoint(checkpoint)
     ref = TorchBackend(model, str(meta["version"]))
-    ort = OnnxRuntimeBackend(model_dir, threads=threads)
+    ort = OnnxRuntimeBackend(model_dir, threads=threads, chunk_edges=chunk_edges)
     assert ort.threads == threads
     rng = np.random.default_rng(3)
     mixed = [build_features(vary(euclidean_problem(n, rng, asymmetry=0.2), rng)) for n in (2, 200, 3, 120, 9, 2, 57)]

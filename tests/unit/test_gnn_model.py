@@ -206,3 +206,23 @@ def test_dense_twin_padding_never_reaches_real_edges() -> None:
     moved = twin(*(torch.from_numpy(a) for a in (d.x, index, attr, d.edge_in))).detach().numpy()[:-1]
     np.testing.assert_array_equal(base, moved)
     np.testing.assert_allclose(base, _reference(model, x, edge_index, edge_attr), atol=1e-5)
+
+
+def test_batch_chunks_keep_problems_whole_and_in_order() -> None:
+    batch = _mixed_batch(5, [20, 3, 60, 2, 40, 40, 7])
+    counts = np.diff(batch.edge_splits)
+    torch.manual_seed(0)
+    backend = TorchBackend(EdgeScorer().eval(), "test")
+    whole = backend.predict(batch)
+    for max_edges in (1, 300, 700, int(counts.sum()) - 1, int(counts.sum())):
+        parts = batch.chunks(max_edges)
+        sizes = [len(p.edge_splits) - 1 for p in parts]
+        assert sum(sizes) == len(counts)
+        for p in parts:
+            n_edges = int(p.edge_splits[-1])
+            assert n_edges <= max_edges or len(p.edge_splits) == 2  # only a lone problem may be bigger
+            assert p.edge_index.min() >= 0 and p.edge_index.max() < p.x.shape[0]
+        chunked = [out for p in parts for out in backend.predict(p)]
+        for a, b in zip(whole, chunked, strict=True):
+            np.testing.assert_allclose(a, b, atol=1e-5)
+    assert len(batch.chunks(int(counts.sum()))) == 1 and len(batch.chunks(1)) == len(counts)
