@@ -117,10 +117,10 @@ def load_set(name: str) -> list[tuple[Problem, float]]:
     if not path.is_file():
         if name == "euclid":
             mats, refs = euclid_set()
-            np.savez(path, refs=refs, **{f"m{k}": m for k, m in enumerate(mats)})
+            np.savez(path, refs=refs, **{f"m{k}": m for k, m in enumerate(mats)})  # type: ignore[arg-type]
         else:
             stacked, refs = road_set(name)
-            np.savez(path, refs=refs, **{f"m{k}": m for k, m in enumerate(stacked)})
+            np.savez(path, refs=refs, **{f"m{k}": m for k, m in enumerate(stacked)})  # type: ignore[arg-type]
     z = np.load(path)
     return [(Problem(z[f"m{k}"]), float(ref)) for k, ref in enumerate(z["refs"])]
 
@@ -181,12 +181,12 @@ def main() -> int:
     summary = {}
     for v in names:
         g = np.array(rows[v]["gap"])
-        summary[v] = {
-            "options": {**asdict(ils.IlsOptions(**VARIANTS[v][0])), "n_candidates": VARIANTS[v][1]},  # type: ignore[arg-type]
+        s = {
             "mean_gap_pct": float(g.mean()), "max_gap_pct": float(g.max()), "share_above_1pct": float((g > 1.0).mean()),
             "cpu_ms_per_run": float(np.mean(rows[v]["cpu_ms"])), "kicks_per_run": float(np.mean(rows[v]["kicks"])),
         }  # fmt: skip
-        s = summary[v]
+        options = {**asdict(ils.IlsOptions(**VARIANTS[v][0])), "n_candidates": VARIANTS[v][1]}  # type: ignore[arg-type]
+        summary[v] = {"options": options, **s}
         print(f"{v:40s} {s['mean_gap_pct']:8.3f}% {s['max_gap_pct']:7.2f}% {100 * s['share_above_1pct']:5.1f}% "
               f"{s['cpu_ms_per_run']:8.1f} {s['kicks_per_run']:7.0f}")  # fmt: skip
     RESULTS.mkdir(parents=True, exist_ok=True)

@@ -168,7 +168,7 @@ def test_swaps_per_kick_grow_with_the_route() -> None:
 )  # fmt: skip
 def test_options_are_validated(field: str, value: int) -> None:
     with pytest.raises(ValueError, match=field):
-        ils.IlsOptions(**{field: value})
+        ils.IlsOptions(**{field: value})  # type: ignore[arg-type]
 
 
 def test_symmetry_is_read_from_the_stops_only() -> None:
