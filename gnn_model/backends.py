@@ -147,6 +147,9 @@ class OnnxRuntimeBackend:
         # ROUTING_MODEL_THREADS (default 1: the worker's search threads share the cores).
         opts.intra_op_num_threads = max(0, threads or 0)
         opts.inter_op_num_threads = 1
+        if opts.intra_op_num_threads != 1:
+            # Idle pool threads would otherwise spin after each call, on cores the search needs.
+            opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
         self.threads = opts.intra_op_num_threads
         if chunk_edges < 1:
             raise ValueError("chunk_edges must be >= 1")
