@@ -356,32 +356,53 @@ class RoutingSnapshot:
         """Legs between consecutive points, each the fastest path under ``when``'s traffic."""
         legs: list[Leg] = []
         lengths = self.graph.edge_length_m
-        for k in range(len(points) - 1):
-            a, b = points.take([k]), points.take([k + 1])
-            best, choice, direct, _ = self._combine(a, b, when)
-            if not np.isfinite(best[0, 0]):
+        n = len(points)
+        if n < 2:
+            return legs
+        # One many-to-many query for every leg's best combination (its diagonal), not one per leg.
+        froms, tos = points.take(list(range(n - 1))), points.take(list(range(1, n)))
+        best, choice, direct, _ = self._combine(froms, tos, when)
+        for k in range(n - 1):
+            if not np.isfinite(best[k, k]):
                 raise ValueError(f"no route between waypoints {k} and {k + 1}")
-            pieces, nodes = self._pair_route(a, b, 0, 0, int(choice[0, 0]), bool(direct[0, 0]), when)
-            lat_parts: list[np.ndarray] = []
-            lon_parts: list[np.ndarray] = []
-            for e, f0, f1 in pieces:
-                if f1 <= f0 and len(pieces) > 1:
-                    continue
-                la, lo = self.graph.edge_geometry(e, f0, f1)
-                if lat_parts:  # drop the shared point between consecutive pieces
-                    la, lo = la[1:], lo[1:]
-                lat_parts.append(la)
-                lon_parts.append(lo)
-            if not lat_parts:
+            pieces, nodes = self._pair_route(froms, tos, k, k, int(choice[k, k]), bool(direct[k, k]), when)
+            lat, lon = self._pieces_geometry(pieces)
+            if lat.size == 0:
                 # Both points at one intersection, reached from different roads: every piece
                 # has zero length, and the leg is that one point.
-                lat_parts = [np.asarray([a.lat[0], b.lat[0]])]
-                lon_parts = [np.asarray([a.lon[0], b.lon[0]])]
+                lat = np.asarray([froms.lat[k], tos.lat[k]])
+                lon = np.asarray([froms.lon[k], tos.lon[k]])
             distance = float(sum(lengths[e] * (f1 - f0) for e, f0, f1 in pieces))
-            legs.append(
-                Leg(float(best[0, 0]) / 1000.0, distance, np.concatenate(lat_parts), np.concatenate(lon_parts), nodes)
-            )
+            legs.append(Leg(float(best[k, k]) / 1000.0, distance, lat, lon, nodes))
         return legs
+
+    def _pieces_geometry(self, pieces: list[tuple[int, float, float]]) -> tuple[np.ndarray, np.ndarray]:
+        """The polyline of consecutive edge pieces, each shared point once. The whole edges in the
+        middle are gathered in one step; only the partial first and last pieces are cut."""
+        parts: list[tuple[np.ndarray, np.ndarray]] = []
+        (e, f0, f1), middle, last = pieces[0], pieces[1:-1], pieces[1:][-1:]
+        if f1 > f0 or len(pieces) == 1:
+            parts.append(self.graph.edge_geometry(e, f0, f1))
+        if middle:
+            parts.append(self._edges_geometry(np.fromiter((e for e, _, _ in middle), np.int64, len(middle))))
+        for e, f0, f1 in last:
+            if f1 > f0:
+                parts.append(self.graph.edge_geometry(e, f0, f1))
+        if not parts:
+            return np.empty(0), np.empty(0)
+        lats = [parts[0][0]] + [la[1:] for la, _ in parts[1:]]
+        lons = [parts[0][1]] + [lo[1:] for _, lo in parts[1:]]
+        return np.concatenate(lats), np.concatenate(lons)
+
+    def _edges_geometry(self, edges: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Whole geometries of consecutive edges, the point each shares with the one before it once."""
+        net = self.graph.network
+        lo = net.geom_offsets[edges].astype(np.int64)
+        hi = net.geom_offsets[edges + 1].astype(np.int64)
+        lo[1:] += 1  # an edge starts where the previous one ended
+        counts = hi - lo
+        idx = np.repeat(lo - np.concatenate(([0], np.cumsum(counts)[:-1])), counts) + np.arange(int(counts.sum()))
+        return net.geom_lat[idx], net.geom_lon[idx]
 
 
 def _sum_by_count(values: np.ndarray, counts: np.ndarray) -> np.ndarray:

@@ -253,6 +253,17 @@ def test_route_legs_match_table(case: Case) -> None:
         assert drawn == pytest.approx(leg.distance_m, rel=2e-3, abs=0.5)
 
 
+def test_route_of_many_points_equals_its_legs_one_by_one(case: Case) -> None:
+    lat, lon = _points_near_roads(case, 9, seed=31)
+    ph = case.graph.snap(lat, lon, 1000.0)
+    legs = case.snapshot.route(ph, WHEN)
+    for k, leg in enumerate(legs):
+        (alone,) = case.snapshot.route(ph.take([k, k + 1]), WHEN)
+        assert leg.duration_s == alone.duration_s and leg.distance_m == pytest.approx(alone.distance_m, abs=1e-9)
+        np.testing.assert_array_equal(leg.lat, alone.lat)
+        np.testing.assert_array_equal(leg.lon, alone.lon)
+
+
 def test_route_geometry_follows_allowed_edges(case: Case) -> None:
     lat, lon = _points_near_roads(case, 2, seed=24)
     ph = case.graph.snap(lat, lon, 1000.0)
