@@ -51,8 +51,14 @@ def osrm_json(body: dict[str, Any] | list[Any], status: int = 200) -> Response:
                     media_type="application/json")  # fmt: skip
 
 
+RETRY_AFTER_S = 2  # what a 503 (optimizer busy or unreachable) asks the client to wait
+
+
 def error_response(exc: OsrmError) -> Response:
-    return osrm_json({"code": exc.code, "message": exc.message}, exc.status)
+    resp = osrm_json({"code": exc.code, "message": exc.message}, exc.status)
+    if exc.status == 503:
+        resp.headers["Retry-After"] = str(RETRY_AFTER_S)
+    return resp
 
 
 def parse_coordinates(text: str) -> tuple[np.ndarray, np.ndarray]:

@@ -435,3 +435,11 @@ def test_cli_bad_files_and_traffic(tmp_path: Path, sqlite_url: str) -> None:
     assert bad_edge.returncode == 2 and "Traceback" not in bad_edge.stderr
     if_empty = _cli(tmp_path, sqlite_url, "import-map", "--if-empty")
     assert if_empty.returncode == 0 and "nothing imported" in if_empty.stdout
+
+
+def test_service_unavailable_says_when_to_retry() -> None:
+    from routing_api.osrm import OsrmError, error_response
+
+    busy = error_response(OsrmError("ServiceUnavailable", "optimizer busy", 503))
+    assert busy.status_code == 503 and int(busy.headers["Retry-After"]) >= 1
+    assert "Retry-After" not in error_response(OsrmError("InvalidQuery", "bad", 400)).headers
