@@ -29,6 +29,7 @@ from graph_store.repository import MapRepository, make_engine
 from graph_store.routing_graph import RoadGraph
 from routing_api.auth import TokenStore
 from routing_api.ping_traffic import SOURCE
+from tests.servers import wait_until_ready
 from tests.tcp_proxy import TcpProxy
 
 CLI = [sys.executable, "-m", "routing_api.cli"]
@@ -71,17 +72,8 @@ def service(tmp_path_factory: pytest.TempPathFactory, helsinki_path: Path) -> It
     proc = subprocess.Popen([*CLI, "serve", "--port", str(port)], env=env, stdout=log_file, stderr=subprocess.STDOUT)
     base = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.time() + 240
-        while True:
-            try:
-                if httpx.get(f"{base}/readyz", timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            if proc.poll() is not None or time.time() > deadline:
-                log_file.flush()
-                pytest.fail(f"service did not become ready; log:\n{log_path.read_text()[-3000:]}")
-            time.sleep(0.5)
+        log_file.flush()
+        wait_until_ready(base, proc, 240, log_path)
         yield {"base": base, "port": port, "token": token, "engine": engine, "map_id": info.id, "network": network,
                "stops_file": stops_file, "model_dir": tmp / "models", "tmp": tmp, "log": log_path}  # fmt: skip
     finally:

@@ -29,6 +29,7 @@ from driver_app_stub.replay import ReplayError
 from graph_store.repository import MapRepository, make_engine
 from routing_api.model_service import ensure_compiled
 from routing_api.model_training import CHECKPOINT
+from tests.servers import wait_until_ready
 
 REPO = Path(__file__).resolve().parents[2]
 CLI = [sys.executable, "-m", "routing_api.cli"]
@@ -77,16 +78,7 @@ def running_service(tmp: Path, map_path: Path, model_dir: Path) -> Iterator[Serv
                                 stdout=log, stderr=subprocess.STDOUT)  # fmt: skip
     url = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 180
-        while True:
-            try:
-                if httpx.get(f"{url}/readyz", timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            if proc.poll() is not None or time.monotonic() > deadline:
-                pytest.fail(f"service did not become ready; log:\n{log_path.read_text()[-3000:]}")
-            time.sleep(0.3)
+        wait_until_ready(url, proc, 180, log_path)
         yield Service(url, token, env, db_url)
     finally:
         proc.terminate()
