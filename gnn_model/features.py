@@ -82,19 +82,22 @@ def build_features(problem: Problem, k: int = DEFAULT_K) -> GraphFeatures:
     np.fill_diagonal(big, np.inf)
     out_rank = np.argsort(big, axis=1, kind="stable")[:, :kk]  # successors of i
     in_rank = np.argsort(big, axis=0, kind="stable")[:kk, :].T  # predecessors of j
-    pairs: dict[tuple[int, int], list[float]] = {}
-    for i in range(n):
-        for r, j in enumerate(out_rank[i].tolist()):
-            pairs.setdefault((i, j), [kk, kk])[0] = r
-    for j in range(n):
-        for r, i in enumerate(in_rank[j].tolist()):
-            pairs.setdefault((i, j), [kk, kk])[1] = r
-    keys = [p for p in pairs if np.isfinite(big[p])]
-    if not keys:
-        keys = [(0, 0)]
-    src = np.asarray([p[0] for p in keys], dtype=np.int64)
-    dst = np.asarray([p[1] for p in keys], dtype=np.int64)
-    ranks = np.asarray([pairs.get(p, [kk, kk]) for p in keys], dtype=np.float32)
+    # Candidate edges: each node's kk nearest successors (in rank order), then the pairs that are
+    # only among some node's kk nearest predecessors; per pair its rank both ways (kk: not ranked).
+    ar = np.arange(n)
+    rank_out = np.full((n, n), kk, dtype=np.int64)
+    rank_out[ar[:, None], out_rank] = np.arange(out_rank.shape[1])[None, :]
+    rank_in = np.full((n, n), kk, dtype=np.int64)
+    rank_in[in_rank, ar[:, None]] = np.arange(in_rank.shape[1])[None, :]
+    in_src, in_dst = in_rank.ravel(), np.repeat(ar, in_rank.shape[1])
+    only_in = rank_out[in_src, in_dst] == kk
+    src = np.concatenate((np.repeat(ar, out_rank.shape[1]), in_src[only_in]))
+    dst = np.concatenate((out_rank.ravel(), in_dst[only_in]))
+    finite_pair = np.isfinite(big[src, dst])
+    src, dst = src[finite_pair], dst[finite_pair]
+    if src.size == 0:
+        src, dst = np.zeros(1, dtype=np.int64), np.zeros(1, dtype=np.int64)
+    ranks = np.column_stack((rank_out[src, dst], rank_in[src, dst])).astype(np.float32)
     fwd = np.clip(np.nan_to_num(m[src, dst] / scale, posinf=_CLIP), 0, _CLIP)
     bwd = np.clip(np.nan_to_num(m[dst, src] / scale, posinf=_CLIP), 0, _CLIP)
     edge_attr = np.column_stack((fwd, bwd, ranks[:, 0] / kk, ranks[:, 1] / kk)).astype(np.float32)

@@ -104,6 +104,19 @@ class RoadGraph:
         self._segments = SegmentIndex(
             self.projection, np.flatnonzero(canonical), network.geom_offsets, network.geom_lat, network.geom_lon
         )
+        # Each geometry point's fraction of its edge's length, and a key that sorts every point of
+        # every edge (edge * 2 + fraction): cutting partial edges is then a searchsorted, for all at once.
+        x, y = self.projection.to_xy(network.geom_lat, network.geom_lon)
+        offsets = network.geom_offsets.astype(np.int64)
+        owner = np.repeat(np.arange(src.size, dtype=np.int64), np.diff(offsets))
+        step = np.hypot(np.diff(x), np.diff(y))
+        step[owner[1:] != owner[:-1]] = 0.0
+        along = np.concatenate(([0.0], np.cumsum(step)))
+        along -= along[offsets[:-1]][owner]
+        total = along[offsets[1:] - 1]
+        self._geom_frac = along / np.where(total > 0, total, 1.0)[owner]
+        self._geom_frac[offsets[1:] - 1] = np.where(total > 0, 1.0, 0.0)
+        self._geom_key = owner * 2.0 + self._geom_frac
         topology = pyroutingkit.CCH()
         topology.build_topology(
             src.astype(np.uint32), dst.astype(np.uint32),
@@ -169,6 +182,39 @@ class RoadGraph:
         xs = np.concatenate(([np.interp(d0, cum, x)], x[inner], [np.interp(d1, cum, x)]))
         ys = np.concatenate(([np.interp(d0, cum, y)], y[inner], [np.interp(d1, cum, y)]))
         return self.projection.to_latlon(xs, ys)
+
+    def _point_at(self, edge: np.ndarray, frac: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The point at fraction ``frac`` of each edge's length (its end points exactly at 0 and 1)."""
+        net = self.network
+        lo, hi = net.geom_offsets[edge], net.geom_offsets[edge + 1]
+        k = np.clip(np.searchsorted(self._geom_key, edge * 2.0 + frac, side="right") - 1, lo, hi - 2)
+        span = self._geom_frac[k + 1] - self._geom_frac[k]
+        t = np.clip(np.where(span > 0, (frac - self._geom_frac[k]) / np.where(span > 0, span, 1.0), 0.0), 0.0, 1.0)
+        lat = net.geom_lat[k] + t * (net.geom_lat[k + 1] - net.geom_lat[k])
+        lon = net.geom_lon[k] + t * (net.geom_lon[k + 1] - net.geom_lon[k])
+        lat = np.where(frac <= 0.0, net.geom_lat[lo], np.where(frac >= 1.0, net.geom_lat[hi - 1], lat))
+        lon = np.where(frac <= 0.0, net.geom_lon[lo], np.where(frac >= 1.0, net.geom_lon[hi - 1], lon))
+        return lat, lon
+
+    def pieces_geometry(self, edge: np.ndarray, f0: np.ndarray, f1: np.ndarray,
+                        skip_first: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:  # fmt: skip
+        """Points of many edge pieces (edge, from fraction f0 to f1) in one pass: each piece's cut
+        start point, its inner points, its cut end point; without the start point where
+        ``skip_first`` (a piece that continues the one before it). Returns (lat, lon, points per piece)."""
+        base = edge * 2.0
+        a = np.searchsorted(self._geom_key, base + f0, side="right")
+        inner = np.maximum(np.searchsorted(self._geom_key, base + f1, side="left") - a, 0)
+        head = (~skip_first).astype(np.int64)
+        counts = head + inner + 1
+        starts = np.cumsum(counts) - counts
+        lat, lon = np.empty(int(counts.sum())), np.empty(int(counts.sum()))
+        s_lat, s_lon = self._point_at(edge[head > 0], f0[head > 0])
+        lat[starts[head > 0]], lon[starts[head > 0]] = s_lat, s_lon
+        ramp = np.arange(int(inner.sum())) - np.repeat(np.cumsum(inner) - inner, inner)
+        src, dst = np.repeat(a, inner) + ramp, np.repeat(starts + head, inner) + ramp
+        lat[dst], lon[dst] = self.network.geom_lat[src], self.network.geom_lon[src]
+        lat[starts + counts - 1], lon[starts + counts - 1] = self._point_at(edge, f1)
+        return lat, lon, counts
 
 
 class RoutingSnapshot:
@@ -330,79 +376,78 @@ class RoutingSnapshot:
         direct_len = np.abs(fb - fa) * lengths[a.edge][:, None]
         return np.where(direct, direct_len, dist)
 
-    def _pair_route(self, a: Phantoms, b: Phantoms, i: int, j: int, choice: int, direct: bool, when: datetime):
-        """(edges in order with (f0, f1) per edge, nodes) of the fastest way from a[i] to b[j]."""
+    def _pair_route(self, a: Phantoms, b: Phantoms, i: int, j: int, choice: int, direct: bool,
+                    when: datetime) -> tuple[tuple[int, float, float], tuple[int, float, float] | None, list[int]]:  # fmt: skip
+        """The fastest way from a[i] to b[j]: (first piece, last piece or None, nodes). A piece is
+        (edge, f0, f1); between the two pieces the path runs along whole edges through ``nodes``."""
         g = self.graph
         ea, eb = int(a.edge[i]), int(b.edge[j])
         fa, fb = float(a.fraction[i]), float(b.fraction[j])
         if direct:
             if ea == eb and fa <= fb:
-                return [(ea, fa, fb)], (int(g.edge_source[ea]), int(g.edge_target[ea]))
+                return (ea, fa, fb), None, [int(g.edge_source[ea]), int(g.edge_target[ea])]
             r = int(a.reverse[i])
-            return [(r, 1.0 - fa, 1.0 - fb)], (int(g.edge_source[r]), int(g.edge_target[r]))
+            return (r, 1.0 - fa, 1.0 - fb), None, [int(g.edge_source[r]), int(g.edge_target[r])]
         ci, cj = divmod(choice, 2)
         first = (ea, fa, 1.0) if ci == 0 else (int(a.reverse[i]), 1.0 - fa, 1.0)
         last = (eb, 0.0, fb) if cj == 0 else (int(b.reverse[j]), 0.0, 1.0 - fb)
-        u = int(g.edge_target[first[0]])
-        v = int(g.edge_source[last[0]])
-        nodes = self.node_path(u, v, when)
-        middle = (
-            g.edges_between(np.asarray(nodes[:-1]), np.asarray(nodes[1:])) if len(nodes) > 1 else np.empty(0, np.int64)
-        )
-        pieces = [first] + [(int(e), 0.0, 1.0) for e in middle] + [last]
-        return pieces, tuple(nodes)
+        return first, last, self.node_path(int(g.edge_target[first[0]]), int(g.edge_source[last[0]]), when)
 
     def route(self, points: Phantoms, when: datetime) -> list[Leg]:
         """Legs between consecutive points, each the fastest path under ``when``'s traffic."""
-        legs: list[Leg] = []
-        lengths = self.graph.edge_length_m
+        g = self.graph
         n = len(points)
         if n < 2:
-            return legs
+            return []
         # One many-to-many query for every leg's best combination (its diagonal), not one per leg.
         froms, tos = points.take(list(range(n - 1))), points.take(list(range(1, n)))
         best, choice, direct, _ = self._combine(froms, tos, when)
+        firsts, lasts, paths = [], [], []
         for k in range(n - 1):
             if not np.isfinite(best[k, k]):
                 raise ValueError(f"no route between waypoints {k} and {k + 1}")
-            pieces, nodes = self._pair_route(froms, tos, k, k, int(choice[k, k]), bool(direct[k, k]), when)
-            lat, lon = self._pieces_geometry(pieces)
-            if lat.size == 0:
+            first, last, nodes = self._pair_route(froms, tos, k, k, int(choice[k, k]), bool(direct[k, k]), when)
+            firsts.append(first)
+            lasts.append(last)
+            paths.append(nodes)
+        # Every leg's pieces in one flat list: first piece, whole edges along the node path, last piece.
+        through = [
+            np.asarray(p[:-1] if last is not None else [], np.int64) for p, last in zip(paths, lasts, strict=True)
+        ]
+        heads = [np.asarray(p[1:] if last is not None else [], np.int64) for p, last in zip(paths, lasts, strict=True)]
+        middle = g.edges_between(np.concatenate(through), np.concatenate(heads)) if through else np.empty(0, np.int64)
+        n_mid = np.asarray([t.size for t in through], dtype=np.int64)
+        per_leg = 1 + n_mid + np.asarray([last is not None for last in lasts], dtype=np.int64)
+        leg = np.repeat(np.arange(n - 1), per_leg)
+        pos = np.cumsum(per_leg) - per_leg  # each leg's first piece
+        edge, f0, f1 = np.empty(leg.size, np.int64), np.zeros(leg.size), np.ones(leg.size)
+        edge[pos], f0[pos], f1[pos] = np.asarray(firsts, dtype=np.float64).T
+        with_last = np.flatnonzero(per_leg > 1 + n_mid)
+        lp = pos[with_last] + per_leg[with_last] - 1
+        edge[lp], f0[lp], f1[lp] = np.asarray([lasts[k] for k in with_last], dtype=np.float64).reshape(-1, 3).T
+        mid = np.ones(leg.size, dtype=bool)
+        mid[pos] = False
+        mid[lp] = False
+        edge[mid] = middle
+        distance = np.bincount(leg, weights=g.edge_length_m[edge] * (f1 - f0), minlength=n - 1)
+        # Zero-length end pieces (a point at an intersection) add nothing, unless the leg is only that.
+        kept = (f1 > f0) | (per_leg[leg] == 1)
+        k_leg = leg[kept]
+        first_kept = np.ones(k_leg.size, dtype=bool)
+        first_kept[1:] = k_leg[1:] != k_leg[:-1]
+        lat, lon, counts = g.pieces_geometry(edge[kept], f0[kept], f1[kept], ~first_kept)
+        leg_points = np.bincount(k_leg, weights=counts, minlength=n - 1).astype(np.int64)
+        bounds = np.concatenate(([0], np.cumsum(leg_points))).tolist()
+        legs: list[Leg] = []
+        for k in range(n - 1):
+            la, lo = lat[bounds[k] : bounds[k + 1]], lon[bounds[k] : bounds[k + 1]]
+            if la.size == 0:
                 # Both points at one intersection, reached from different roads: every piece
                 # has zero length, and the leg is that one point.
-                lat = np.asarray([froms.lat[k], tos.lat[k]])
-                lon = np.asarray([froms.lon[k], tos.lon[k]])
-            distance = float(sum(lengths[e] * (f1 - f0) for e, f0, f1 in pieces))
-            legs.append(Leg(float(best[k, k]) / 1000.0, distance, lat, lon, nodes))
+                la = np.asarray([froms.lat[k], tos.lat[k]])
+                lo = np.asarray([froms.lon[k], tos.lon[k]])
+            legs.append(Leg(float(best[k, k]) / 1000.0, float(distance[k]), la, lo, tuple(paths[k])))
         return legs
-
-    def _pieces_geometry(self, pieces: list[tuple[int, float, float]]) -> tuple[np.ndarray, np.ndarray]:
-        """The polyline of consecutive edge pieces, each shared point once. The whole edges in the
-        middle are gathered in one step; only the partial first and last pieces are cut."""
-        parts: list[tuple[np.ndarray, np.ndarray]] = []
-        (e, f0, f1), middle, last = pieces[0], pieces[1:-1], pieces[1:][-1:]
-        if f1 > f0 or len(pieces) == 1:
-            parts.append(self.graph.edge_geometry(e, f0, f1))
-        if middle:
-            parts.append(self._edges_geometry(np.fromiter((e for e, _, _ in middle), np.int64, len(middle))))
-        for e, f0, f1 in last:
-            if f1 > f0:
-                parts.append(self.graph.edge_geometry(e, f0, f1))
-        if not parts:
-            return np.empty(0), np.empty(0)
-        lats = [parts[0][0]] + [la[1:] for la, _ in parts[1:]]
-        lons = [parts[0][1]] + [lo[1:] for _, lo in parts[1:]]
-        return np.concatenate(lats), np.concatenate(lons)
-
-    def _edges_geometry(self, edges: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Whole geometries of consecutive edges, the point each shares with the one before it once."""
-        net = self.graph.network
-        lo = net.geom_offsets[edges].astype(np.int64)
-        hi = net.geom_offsets[edges + 1].astype(np.int64)
-        lo[1:] += 1  # an edge starts where the previous one ended
-        counts = hi - lo
-        idx = np.repeat(lo - np.concatenate(([0], np.cumsum(counts)[:-1])), counts) + np.arange(int(counts.sum()))
-        return net.geom_lat[idx], net.geom_lon[idx]
 
 
 def _sum_by_count(values: np.ndarray, counts: np.ndarray) -> np.ndarray:

@@ -13,7 +13,6 @@ POST     road geometry per leg, arrival/departure/lateness per stop from the leg
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import math
 import time
@@ -23,6 +22,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import numpy as np
+import orjson
 
 from batch_worker.errors import DeadlineExceeded, QueueFull, QueueUnavailable
 from batch_worker.queue import SolveQueue
@@ -190,10 +190,12 @@ class RouteService:
         degraded = reply.backend.startswith("fallback:")
         if degraded:
             self.metrics.model_fallbacks.inc()
+        geometry = polyline.encode_many(np.concatenate([leg.lat for leg in legs]), np.concatenate([leg.lon for leg in legs]),
+                                        np.asarray([leg.lat.size for leg in legs]), 6)  # fmt: skip
         return {
             "order": order,
-            "legs": [{"duration_s": leg.duration_s, "distance_m": leg.distance_m,
-                      "geometry": polyline.encode(leg.lat, leg.lon, 6)} for leg in legs],
+            "legs": [{"duration_s": leg.duration_s, "distance_m": leg.distance_m, "geometry": text}
+                     for leg, text in zip(legs, geometry, strict=True)],
             "served_by": {"worker": reply.worker, "batch_size": reply.batch_size, "backend": reply.backend},
             "guided": reply.guided, "degraded": degraded,
             "model": reply.model_version or self.model_version,
@@ -255,13 +257,13 @@ class RouteService:
                 nonlocal degraded
                 solved = await self.serve(ing, route_id, req.options.time_budget_ms, deadline)
                 degraded = solved["degraded"]
-                return json.dumps(solved).encode()
+                return orjson.dumps(solved)
 
             # A degraded answer (model fallback) is not cached: the next request gets the model again.
             blob, cache = await self.cache.aget_or_compute(ing.key, compute, self.settings.cache_ttl_s,
                                                            store_if=lambda _: not degraded)  # fmt: skip
             t_served = time.perf_counter()
-            solved = json.loads(blob)
+            solved = orjson.loads(blob)
             self.metrics.cache.labels(result=cache).inc()
             st = solved["timings_ms"] if cache == "miss" else {}
             serve_ms = (t_served - t_ingest) * 1e3

@@ -278,6 +278,33 @@ def test_route_geometry_follows_allowed_edges(case: Case) -> None:
             assert (round(float(case.net.node_lat[node]), 9), round(float(case.net.node_lon[node]), 9)) in coords
 
 
+def test_cutting_many_pieces_at_once_equals_cutting_each_edge(case: Case) -> None:
+    """``pieces_geometry`` (one vectorised pass, used for whole routes) against ``edge_geometry``
+    (one edge at a time, by interpolation along its projected length), on random cuts."""
+    rng = np.random.default_rng(26)
+    m = 300
+    edge = rng.integers(0, case.net.edge_source.size, m)
+    f = np.sort(rng.uniform(0, 1, (m, 2)), axis=1)
+    f[::7] = [0.0, 1.0]  # whole edges
+    f[3::7, 1] = f[3::7, 0]  # zero-length cuts
+    skip = rng.uniform(0, 1, m) < 0.5
+    lat, lon, counts = case.graph.pieces_geometry(edge, f[:, 0].copy(), f[:, 1].copy(), skip)
+    bounds = np.concatenate(([0], np.cumsum(counts)))
+    for k in range(m):
+        want_lat, want_lon = case.graph.edge_geometry(int(edge[k]), float(f[k, 0]), float(f[k, 1]))
+        got_lat, got_lon = lat[bounds[k] : bounds[k + 1]], lon[bounds[k] : bounds[k + 1]]
+        if skip[k]:
+            want_lat, want_lon = want_lat[1:], want_lon[1:]
+
+        # A vertex within rounding of a cut may appear once or twice: compare without repeats.
+        def distinct(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+            keep = np.ones(a.size, dtype=bool)
+            keep[1:] = (np.abs(np.diff(a)) > 1e-9) | (np.abs(np.diff(b)) > 1e-9)
+            return np.column_stack((a[keep], b[keep]))
+
+        assert distinct(got_lat, got_lon) == pytest.approx(distinct(want_lat, want_lon), abs=1e-9), k
+
+
 def test_route_to_the_same_point(case: Case) -> None:
     lat, lon = _points_near_roads(case, 1, seed=25)
     ph = case.graph.snap(np.repeat(lat, 2), np.repeat(lon, 2), 1000.0)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+
 import numpy as np
 import pytest
 
@@ -88,3 +90,40 @@ def test_empty_input_encodes_to_empty_string_and_back() -> None:
 def test_malformed_strings_raise_value_error(text: str) -> None:
     with pytest.raises(ValueError):
         polyline.decode(text, 5)
+
+
+def _encode_one_by_one(lat: np.ndarray, lon: np.ndarray, precision: int) -> str:
+    """The algorithm value by value, as Google describes it: the reference for the vectorised encoder."""
+    factor = 10**precision
+    lat_i = np.round(lat * factor).astype(np.int64).tolist()
+    lon_i = np.round(lon * factor).astype(np.int64).tolist()
+    out, prev = [], (0, 0)
+    for point in zip(lat_i, lon_i, strict=True):
+        for value in (point[0] - prev[0], point[1] - prev[1]):
+            value = ~(value << 1) if value < 0 else value << 1
+            while value >= 0x20:
+                out.append(chr((0x20 | (value & 0x1F)) + 63))
+                value >>= 5
+            out.append(chr(value + 63))
+        prev = point
+    return "".join(out)
+
+
+@pytest.mark.parametrize("precision", [5, 6])
+def test_vectorised_encoder_equals_the_value_by_value_algorithm(precision: int) -> None:
+    rng = np.random.default_rng(7)
+    for trial in range(300):
+        n = int(rng.integers(0, 30))
+        lat = rng.uniform(-90, 90, n) if trial % 2 else 60.17 + rng.normal(0, 1e-3, n)
+        lon = rng.uniform(-180, 180, n)
+        assert polyline.encode(lat, lon, precision) == _encode_one_by_one(lat, lon, precision)
+
+
+def test_encode_many_equals_encoding_each_polyline_alone() -> None:
+    rng = np.random.default_rng(8)
+    for _ in range(200):
+        counts = rng.integers(0, 6, int(rng.integers(1, 8)))
+        lat, lon = rng.uniform(-90, 90, counts.sum()), rng.uniform(-180, 180, counts.sum())
+        bounds = np.concatenate(([0], np.cumsum(counts)))
+        want = [polyline.encode(lat[a:b], lon[a:b], 6) for a, b in itertools.pairwise(bounds)]
+        assert polyline.encode_many(lat, lon, counts, 6) == want
