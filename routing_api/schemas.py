@@ -135,8 +135,9 @@ class RoutePublic(BaseModel):
     late_stops: list[str]
     guided: bool = Field(description="True when the model's scores guided the search")
     degraded: bool = Field(
-        False, description="True when the model failed and the plain k-nearest search answered "
-        "(served_by.backend is then `fallback:knn`); such answers are not cached"
+        False,
+        description="True when the model failed and the plain k-nearest search answered "
+        "(served_by.backend is then `fallback:knn`); such answers are not cached",
     )
     versions: Versions
     cache: Literal["hit", "miss"]

@@ -170,8 +170,9 @@ def test_api_and_two_workers_answer_300_concurrent_requests(services: dict) -> N
 
     async def fire() -> list[httpx.Response]:
         limits = httpx.Limits(max_connections=300, max_keepalive_connections=300)
-        async with httpx.AsyncClient(base_url=services["base"], headers=services["headers"], timeout=180,
-                                     limits=limits) as client:
+        async with httpx.AsyncClient(
+            base_url=services["base"], headers=services["headers"], timeout=180, limits=limits
+        ) as client:
             return await asyncio.gather(*(client.post("/v1/routes", json=b) for b in bodies))
 
     responses = asyncio.run(fire())
