@@ -22,9 +22,10 @@ Scenarios (``--scenarios``, comma-separated; default all):
 * ``c20``         monolith, 20-stop cache misses, 1 user (the issue's goal: p50 <= 60 ms), and the same
                   with ``time_budget_ms`` 10 for information (not the default; shows the non-search time);
 * ``concurrency`` monolith, 10- and 50-stop cache misses at 1, 10, 50, 300 users (``--levels``);
-* ``cache``       monolith, open loop: distinct requests (misses) vs one request repeated (hits);
-* ``batching``    monolith with ``ROUTING_MAX_BATCH=32`` vs ``=1``: 10-stop misses at 50 users (saturation)
-                  and open loop at the same offered rates (fractions of the batched saturation throughput);
+* ``cache``       monolith, open loop: distinct requests (misses) vs one request repeated (hits), 10 and 50 stops;
+* ``batching``    monolith with ``ROUTING_MAX_BATCH=32`` vs ``=1``, 10- and 50-stop misses: 50 users (saturation),
+                  then an open-loop rate sweep (x1.25 per step, the same bodies in both modes) up to the first
+                  rate whose p99 passes ``SWEEP_P99_MS``: "throughput at equal p99" is the highest passing rate;
 * ``services``    ``routing serve --mode api`` + 1, then 2 ``routing worker`` on PostgreSQL, Redis, RabbitMQ:
                   the same open-loop rates and the same request bodies as the monolith, then 50 and 300 users.
 
@@ -77,6 +78,10 @@ LATE_MS = 10.0  # an open-loop request that starts later than this after its sch
 CLIENT_TIMEOUT_S = 60.0  # the server answers 504 after request_timeout_s (10 s) of queueing; this is far past it
 OPEN_LOOP_CONNECTIONS = 1024
 RATE_FRACTIONS = (0.25, 0.5, 0.9)
+CACHE_STOPS = (10, 50)  # the cache scenario's request sizes
+SWEEP_P99_MS = 1000.0  # "throughput at equal p99": the highest open-loop rate whose p99 stays under this
+SWEEP_START_RPS = {10: 20.0, 50: 8.0}  # stops -> first rate of the batching sweep (then x1.25 per step)
+SWEEP_MAX_RPS = 400.0
 LEVELS = (
     1,
     10,
@@ -552,6 +557,7 @@ class Plan:
     rates: tuple[float, ...] | None
     cache_rate: float
     quick: bool
+    sweep_s: float = 8.0  # seconds of requests per sweep step
 
 
 def scenario_c20(t: Target, plan: Plan) -> list[dict[str, Any]]:
@@ -576,17 +582,20 @@ def scenario_concurrency(t: Target, plan: Plan) -> list[dict[str, Any]]:
 
 
 def scenario_cache(t: Target, plan: Plan) -> list[dict[str, Any]]:
+    """Distinct requests (misses) vs one request repeated (hits), open loop, at 10 and 50 stops."""
     n = max(10, round(plan.cache_rate * plan.duration_s * 2))
-    misses = Bodies(plan.seed, "cache-miss", 10).take(n)
-    runs = [measure(t, "10 stops, miss (distinct requests)", rate=plan.cache_rate, bodies=misses,
-                    extra={"stops": 10, "cache": "miss"})]  # fmt: skip
-    one = Bodies(plan.seed, "cache-hit", 10).next()
-    t.flush_cache()
-    first = httpx.post(f"{t.base_url}/v1/routes", content=one, headers=JSON_HEADERS, timeout=30)
-    if first.status_code != 200:
-        raise BenchError(f"cache warm-up request: {first.status_code} {first.text[:200]}")
-    runs.append(measure(t, "10 stops, hit (one request repeated)", rate=plan.cache_rate, bodies=[one] * n,
-                        flush=False, extra={"stops": 10, "cache": "hit"}))  # fmt: skip
+    runs = []
+    for stops in CACHE_STOPS:
+        misses = Bodies(plan.seed, f"cache-miss{stops}", stops).take(n)
+        runs.append(measure(t, f"{stops} stops, miss (distinct requests)", rate=plan.cache_rate, bodies=misses,
+                            extra={"stops": stops, "cache": "miss"}))  # fmt: skip
+        one = Bodies(plan.seed, f"cache-hit{stops}", stops).next()
+        t.flush_cache()
+        first = httpx.post(f"{t.base_url}/v1/routes", content=one, headers=JSON_HEADERS, timeout=30)
+        if first.status_code != 200:
+            raise BenchError(f"cache warm-up request: {first.status_code} {first.text[:200]}")
+        runs.append(measure(t, f"{stops} stops, hit (one request repeated)", rate=plan.cache_rate, bodies=[one] * n,
+                            flush=False, extra={"stops": stops, "cache": "hit"}))  # fmt: skip
     return runs
 
 
@@ -601,6 +610,34 @@ def rate_runs(t: Target, plan: Plan, rates: tuple[float, ...]) -> list[dict[str,
         bodies = Bodies(plan.seed, f"rate-{rate:.2f}", 10).take(max(5, round(rate * plan.duration_s)))
         runs.append(measure(t, "10 stops, miss", rate=rate, bodies=bodies, extra={"stops": 10}))
     return runs
+
+
+def sweep(t: Target, plan: Plan, stops: int, start_rps: float) -> dict[str, Any]:
+    """Open-loop rates from ``start_rps`` up by x1.25 until one fails (an error, p99 over
+    ``SWEEP_P99_MS``, or under 90% of the offered rate answered in time): the highest passing rate is
+    the throughput at that p99. The same (seed, stops, rate) gives the same bodies in every run."""
+    steps: list[dict[str, Any]] = []
+    rate, best = start_rps, None
+    while rate <= SWEEP_MAX_RPS:
+        bodies = Bodies(plan.seed, f"sweep{stops}-{rate:.2f}", stops).take(max(5, round(rate * plan.sweep_s)))
+        r = measure(t, f"{stops} stops, miss (sweep)", rate=rate, bodies=bodies, extra={"stops": stops, "sweep": True})
+        r["passed"] = bool(r["error_count"] == 0 and (r["p99_ms"] or math.inf) <= SWEEP_P99_MS
+                           and r["throughput_rps"] >= 0.9 * rate)  # fmt: skip
+        steps.append(r)
+        if not r["passed"]:
+            break
+        best = rate
+        rate = round(rate * 1.25, 2)
+    return {"stops": stops, "p99_target_ms": SWEEP_P99_MS, "max_rate_rps": best, "steps": steps}
+
+
+def batching_runs(t: Target, plan: Plan, sat10: dict[str, Any] | None) -> tuple[list[dict[str, Any]], list[Any]]:
+    """Saturation (50 users) at 10 and 50 stops, then a rate sweep at each size."""
+    runs = [sat10 or saturation(t, plan)]
+    runs.append(measure(t, "50 stops, miss (saturation)", users=50, duration_s=plan.duration_s,
+                        stream=Bodies(plan.seed, "conc50", 50), extra={"stops": 50}))  # fmt: skip
+    sweeps = [sweep(t, plan, stops, start) for stops, start in SWEEP_START_RPS.items()]
+    return runs, sweeps
 
 
 def choose_rates(plan: Plan, saturation_rps: float | None) -> tuple[float, ...]:
@@ -665,17 +702,19 @@ def run_monolith(env: dict[str, str], tmp: Path, plan: Plan, wanted: set[str], r
             rates = choose_rates(plan, sat["throughput_rps"])
             result["rates"] = list(rates)
             if "batching" in wanted:
-                log(f"scenario batching (on, max_batch 32): open loop at {rates}/s")
-                sc["batching"] = {"runs": [{**sat, "batching": "on"}]
-                                  + [{**r, "batching": "on"} for r in rate_runs(t, plan, rates)]}  # fmt: skip
+                log("scenario batching (on, max_batch 32): saturation at 10 and 50 stops, rate sweeps")
+                runs, sweeps = batching_runs(t, plan, sat)
+                sc["batching"] = {"runs": [{**r, "batching": "on"} for r in runs],
+                                  "sweeps": [{**w, "batching": "on"} for w in sweeps]}  # fmt: skip
         result["servers"]["monolith-batch32"]["counters"] = t.metrics()
     if "batching" in wanted:
         with monolith(env, tmp, "monolith-batch1", 1) as (t, info):
             result["servers"]["monolith-batch1"] = info
             warm_up(t, plan.seed, 0.5 if plan.quick else 3.0)
-            log(f"scenario batching (off, max_batch 1): 50 users, then open loop at {result['rates']}/s")
-            sc["batching"]["runs"] += [{**saturation(t, plan), "batching": "off"}]
-            sc["batching"]["runs"] += [{**r, "batching": "off"} for r in rate_runs(t, plan, tuple(result["rates"]))]
+            log("scenario batching (off, max_batch 1): saturation at 10 and 50 stops, rate sweeps")
+            runs, sweeps = batching_runs(t, plan, None)
+            sc["batching"]["runs"] += [{**r, "batching": "off"} for r in runs]
+            sc["batching"]["sweeps"] += [{**w, "batching": "off"} for w in sweeps]
             result["servers"]["monolith-batch1"]["counters"] = t.metrics()
 
 
@@ -728,6 +767,9 @@ def run_services(env: dict[str, str], tmp: Path, plan: Plan, result: dict[str, A
             if 300 in plan.levels and (workers == 2 or not plan.quick):
                 here.append(measure(svc, "10 stops, miss", users=300, duration_s=plan.duration_s,
                                     stream=Bodies(plan.seed, "conc10", 10), extra={"stops": 10}))  # fmt: skip
+            if 300 in plan.levels and workers == 2 and not plan.quick:
+                here.append(measure(svc, "50 stops, miss", users=300, duration_s=plan.duration_s,
+                                    stream=Bodies(plan.seed, "conc50", 50), extra={"stops": 50}))  # fmt: skip
             runs += [{**r, "workers": workers} for r in here]
         result["servers"]["services"] = {"counters": svc.metrics(), "queue": infra.queue, "database": infra.db_name}
     finally:
@@ -797,8 +839,8 @@ def layers_table(runs: list[dict[str, Any]], key_cols: list[tuple[str, str]]) ->
 KEYS = {
     "c20": [("label", "requests")],
     "concurrency": [("stops", "stops")],
-    "cache": [("cache", "cache")],
-    "batching": [("batching", "batching")],
+    "cache": [("stops", "stops"), ("cache", "cache")],
+    "batching": [("batching", "batching"), ("stops", "stops")],
     "services": [("workers", "workers")],
 }
 
@@ -814,22 +856,44 @@ def goals(result: dict[str, Any]) -> dict[str, Any]:
             "runs": [{"target": r["target"], "stops": r["stops"], "sent": r["sent"], "errors": r["errors"]}
                      for r in c300],
         }  # fmt: skip
-    bat = sc.get("batching", {}).get("runs", [])
-    on = {r.get("rate_rps", "sat"): r for r in bat if r["batching"] == "on"}
-    off = {r.get("rate_rps", "sat"): r for r in bat if r["batching"] == "off"}
-    if "sat" in on and "sat" in off and off["sat"]["throughput_rps"]:
-        pairs = {k: {"on_rps": on[k]["throughput_rps"], "off_rps": off[k]["throughput_rps"],
-                     "ratio": round(on[k]["throughput_rps"] / max(off[k]["throughput_rps"], 1e-9), 2),
-                     "on_p99_ms": on[k]["p99_ms"], "off_p99_ms": off[k]["p99_ms"]}
-                 for k in on if k in off}  # fmt: skip
-        ratio = pairs["sat"]["ratio"]
-        out["batching_3x_throughput"] = {"met": ratio >= 3.0, "saturation_ratio": ratio,
-                                         "by_load": {str(k): v for k, v in pairs.items()}}  # fmt: skip
-    cache = {r["cache"]: r for r in sc.get("cache", {}).get("runs", [])}
-    if "hit" in cache and "miss" in cache and cache["miss"]["p99_ms"]:
-        ratio = cache["hit"]["p99_ms"] / cache["miss"]["p99_ms"]
-        out["cache_hit_p99_under_tenth_of_miss"] = {"met": ratio < 0.1, "hit_p99_ms": cache["hit"]["p99_ms"],
-                                                    "miss_p99_ms": cache["miss"]["p99_ms"], "ratio": round(ratio, 3)}  # fmt: skip
+    bat = sc.get("batching", {})
+    if bat.get("sweeps"):
+        by_size: dict[str, Any] = {}
+        for stops in sorted({w["stops"] for w in bat["sweeps"]}):
+            rate = {w["batching"]: w["max_rate_rps"] for w in bat["sweeps"] if w["stops"] == stops}
+            sat = {r["batching"]: r for r in bat["runs"] if r["stops"] == stops}
+            on, off = rate.get("on"), rate.get("off")
+            # The same bodies at the rates both passed: did sharing the search budget cost route quality?
+            steps = {
+                (w["batching"], s["rate_rps"]): s for w in bat["sweeps"] if w["stops"] == stops for s in w["steps"]
+            }
+            both = [
+                k
+                for (b, k) in steps
+                if b == "on" and steps[(b, k)]["passed"] and steps.get(("off", k), {}).get("passed")
+            ]
+            quality = [steps[("on", k)]["mean_route_s"] / steps[("off", k)]["mean_route_s"] - 1 for k in both
+                       if steps[("on", k)]["mean_route_s"] and steps[("off", k)]["mean_route_s"]]  # fmt: skip
+            by_size[str(stops)] = {
+                "on_max_rps": on, "off_max_rps": off,
+                "ratio": round(on / off, 2) if on and off else None,
+                "saturation_on_rps": sat.get("on", {}).get("throughput_rps"),
+                "saturation_off_rps": sat.get("off", {}).get("throughput_rps"),
+                "route_s_on_vs_off_pct": round(100 * float(np.mean(quality)), 3) if quality else None,
+                "met": bool(on and off and on / off >= 3.0),
+            }  # fmt: skip
+        out["batching_3x_throughput"] = {"met": all(v["met"] for v in by_size.values()),
+                                         "p99_target_ms": SWEEP_P99_MS, "by_stops": by_size}  # fmt: skip
+    cache_runs = sc.get("cache", {}).get("runs", [])
+    if cache_runs:
+        by_size = {}
+        for stops in sorted({r["stops"] for r in cache_runs}):
+            c = {r["cache"]: r for r in cache_runs if r["stops"] == stops}
+            if "hit" in c and "miss" in c and c["miss"]["p99_ms"]:
+                ratio = c["hit"]["p99_ms"] / c["miss"]["p99_ms"]
+                by_size[str(stops)] = {"met": ratio < 0.1, "hit_p99_ms": c["hit"]["p99_ms"],
+                                       "miss_p99_ms": c["miss"]["p99_ms"], "ratio": round(ratio, 3)}  # fmt: skip
+        out["cache_hit_p99_under_tenth_of_miss"] = {"met": all(v["met"] for v in by_size.values()), "by_stops": by_size}
     c20 = [r for r in sc.get("c20", {}).get("runs", []) if r.get("time_budget_ms") == BUDGET_MS]
     if c20:
         out["20_stop_miss_p50_le_60ms"] = {"met": (c20[0]["p50_ms"] or math.inf) <= 60.0, "p50_ms": c20[0]["p50_ms"]}
@@ -863,7 +927,7 @@ def main(argv: list[str] | None = None) -> int:
     duration = args.duration if args.duration is not None else (1.5 if args.quick else 15.0)
     levels = tuple(int(x) for x in args.levels.split(",")) if args.levels else ((1, 10, 300) if args.quick else LEVELS)
     rates = tuple(float(x) for x in args.rates.split(",")) if args.rates else None
-    plan = Plan(duration, levels, args.seed, rates, args.cache_rate, args.quick)
+    plan = Plan(duration, levels, args.seed, rates, args.cache_rate, args.quick, 1.5 if args.quick else 8.0)
     started = datetime.now(UTC)
     result: dict[str, Any] = {
         "schema": SCHEMA, "benchmark": "bench/serving.py", "timestamp": started.isoformat(timespec="seconds"),
@@ -905,6 +969,11 @@ def main(argv: list[str] | None = None) -> int:
         runs = result["scenarios"].get(name, {}).get("runs")
         if runs:
             print(f"\n### {name}\n\n{runs_table(runs, KEYS[name])}\n\n{layers_table(runs, KEYS[name])}")
+    for w in result["scenarios"].get("batching", {}).get("sweeps", []):
+        print(
+            f"\n### batching {w['batching']}, {w['stops']} stops: rate sweep (p99 target {w['p99_target_ms']:g} ms), "
+            f"highest passing rate {w['max_rate_rps']}\n\n{runs_table(w['steps'], [('passed', 'passed')])}"
+        )
     print("\n### goals\n")
     for name, g in result["goals"].items():
         print(f"- {name}: {'MET' if g['met'] else 'NOT MET'} {json.dumps({k: v for k, v in g.items() if k != 'met'})}")

@@ -77,6 +77,16 @@ class Leg:
     nodes: tuple[int, ...]
 
 
+@dataclass(frozen=True)
+class Table:
+    """Travel times between points, and per pair how the fastest path leaves and enters the roads."""
+
+    seconds: np.ndarray  # [A, B], inf where unreachable
+    best_ms: np.ndarray
+    choice: np.ndarray  # source end * 2 + target end (see ``RoutingSnapshot._ends``)
+    direct: np.ndarray  # both on one road, driven straight along it
+
+
 class RoadGraph:
     """Static part of a map: topology, lengths, geometry, spatial index."""
 
@@ -395,18 +405,41 @@ class RoutingSnapshot:
 
     def route(self, points: Phantoms, when: datetime) -> list[Leg]:
         """Legs between consecutive points, each the fastest path under ``when``'s traffic."""
-        g = self.graph
         n = len(points)
         if n < 2:
             return []
         # One many-to-many query for every leg's best combination (its diagonal), not one per leg.
         froms, tos = points.take(list(range(n - 1))), points.take(list(range(1, n)))
         best, choice, direct, _ = self._combine(froms, tos, when)
+        k = np.arange(n - 1)
+        return self._legs(froms, tos, best[k, k], choice[k, k], direct[k, k], when)
+
+    def table_with_choices(self, points: Phantoms, when: datetime) -> Table:
+        """Every pair's seconds, with what ``route_through`` needs to draw any leg between them later."""
+        best, choice, direct, _ = self._combine(points, points, when)
+        return Table(best / 1000.0, best, choice, direct)
+
+    def route_through(self, points: Phantoms, seq: list[int], when: datetime, table: Table | None = None) -> list[Leg]:
+        """Legs from ``points[seq[0]]`` to ``points[seq[1]]`` and so on. With ``table`` (from
+        ``table_with_choices`` on the same points and time), no travel-time query is repeated."""
+        if table is None:
+            return self.route(points.take(seq), when)
+        a, b = np.asarray(seq[:-1], dtype=np.int64), np.asarray(seq[1:], dtype=np.int64)
+        if a.size == 0:
+            return []
+        return self._legs(points.take(a), points.take(b), table.best_ms[a, b], table.choice[a, b],
+                          table.direct[a, b], when)  # fmt: skip
+
+    def _legs(self, froms: Phantoms, tos: Phantoms, best: np.ndarray, choice: np.ndarray, direct: np.ndarray,
+              when: datetime) -> list[Leg]:  # fmt: skip
+        """Leg k from froms[k] to tos[k], given its best cost (ms), entry/exit choice and direct flag."""
+        g = self.graph
+        n = len(froms) + 1
         firsts, lasts, paths = [], [], []
         for k in range(n - 1):
-            if not np.isfinite(best[k, k]):
+            if not np.isfinite(best[k]):
                 raise ValueError(f"no route between waypoints {k} and {k + 1}")
-            first, last, nodes = self._pair_route(froms, tos, k, k, int(choice[k, k]), bool(direct[k, k]), when)
+            first, last, nodes = self._pair_route(froms, tos, k, k, int(choice[k]), bool(direct[k]), when)
             firsts.append(first)
             lasts.append(last)
             paths.append(nodes)
@@ -446,7 +479,7 @@ class RoutingSnapshot:
                 # has zero length, and the leg is that one point.
                 la = np.asarray([froms.lat[k], tos.lat[k]])
                 lo = np.asarray([froms.lon[k], tos.lon[k]])
-            legs.append(Leg(float(best[k, k]) / 1000.0, float(distance[k]), la, lo, tuple(paths[k])))
+            legs.append(Leg(float(best[k]) / 1000.0, float(distance[k]), la, lo, tuple(paths[k])))
         return legs
 
 

@@ -49,7 +49,8 @@ async def trip(profile: str, coordinates: str, request: Request) -> Response:
         if roundtrip and destination == "last":
             raise osrm.OsrmError("NotImplemented", "destination=last needs roundtrip=false", 400)
         ph = osrm._snap(snapshot, lat, lon, radiuses)
-        matrix = snapshot.durations(ph, ph, when)
+        table = snapshot.table_with_choices(ph, when)
+        matrix = table.seconds
         n = lat.size
         if roundtrip:
             problem = Problem(matrix)
@@ -67,7 +68,7 @@ async def trip(profile: str, coordinates: str, request: Request) -> Response:
         if reply.error or not evaluate(problem, list(reply.order)).valid:
             raise osrm.OsrmError("NoTrips", "Trip not found", 400)
         seq = [0, *reply.order] + ([n - 1] if problem.end is EndKind.FIXED else []) + ([0] if roundtrip else [])
-        legs = snapshot.route(ph.take(seq), when)
+        legs = snapshot.route_through(ph, seq, when, table)
         visit = seq[:-1] if roundtrip else seq
         waypoints = osrm._waypoints(snapshot, ph)
         for pos, idx in enumerate(visit):

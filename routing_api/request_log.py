@@ -29,6 +29,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Literal
 
+import orjson
 from sqlalchemy import Engine, func, insert, select
 from sqlalchemy.exc import DisconnectionError, InterfaceError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
@@ -76,6 +77,10 @@ def _json_default(value: Any) -> Any:
     return item() if callable(item) else str(value)
 
 
+def _dumps(value: Any) -> str:
+    return orjson.dumps(value, default=_json_default, option=orjson.OPT_SERIALIZE_NUMPY).decode()
+
+
 def _route_columns(values: dict[str, Any]) -> dict[str, Any]:
     request: dict[str, Any] = values["request"]
     response: dict[str, Any] | None = values["response"]
@@ -83,11 +88,11 @@ def _route_columns(values: dict[str, Any]) -> dict[str, Any]:
     versions = resp.get("versions") or {}
     return {
         "route_id": values["route_id"], "driver_id": values["driver_id"], "received_at": values["received_at"],
-        "request_json": json.dumps(request, default=_json_default),
-        "response_json": json.dumps(response, default=_json_default) if response else None,
+        "request_json": _dumps(request),
+        "response_json": _dumps(response) if response else None,
         "status": values["status"], "error_kind": values["error_kind"], "cache": resp.get("cache"),
         "n_stops": len(request.get("stops", [])), "total_duration_s": resp.get("total_duration_s"),
-        "timings_json": json.dumps(resp["timings_ms"], default=_json_default) if "timings_ms" in resp else None,
+        "timings_json": _dumps(resp["timings_ms"]) if "timings_ms" in resp else None,
         "graph_version": versions.get("graph"), "traffic_epoch": versions.get("traffic_epoch"),
         "model_version": versions.get("model"), "backend": versions.get("backend"),
     }  # fmt: skip
@@ -173,10 +178,12 @@ class RequestLog:
                 with self._lock:
                     batch = [self._queue.popleft() for _ in range(min(WRITE_BATCH, len(self._queue)))]
                     self._in_flight = len(batch)
+                    # Only after a failed write can a row already be stored (its commit reply lost).
+                    retry = self._retrying
                 if not batch:
                     break
                 try:
-                    stored, refused = self._write(batch)
+                    stored, refused = self._write(batch, retry)
                 except _UNREACHABLE as exc:
                     with self._lock:
                         self._in_flight = 0
@@ -196,19 +203,24 @@ class RequestLog:
                 written += stored
         return written
 
-    def _write(self, batch: list[_Row]) -> tuple[int, int]:
+    def _write(self, batch: list[_Row], retry: bool) -> tuple[int, int]:
         """Write ``batch`` in one transaction; if the database refuses it (a bad row), row by row.
-        Returns (rows stored, rows refused); raises the ``_UNREACHABLE`` errors."""
-        try:
-            return self._insert(batch), 0
-        except _UNREACHABLE:
-            raise
-        except Exception as exc:  # a bad row (refused by the database, or not serialisable)
-            log.warning("request log batch refused (%s); writing it row by row", type(exc).__name__)
+        Returns (rows stored, rows refused); raises the ``_UNREACHABLE`` errors.
+
+        The check for rows stored already (a commit whose reply was lost) runs on a retry, or when the
+        database refuses the batch (a duplicate key), not on every write."""
+        for skip_stored in (retry, True) if not retry else (True,):
+            try:
+                return self._insert(batch, skip_stored), 0
+            except _UNREACHABLE:
+                raise
+            except Exception as exc:  # a bad row (refused by the database, or not serialisable)
+                refusal = exc
+        log.warning("request log batch refused (%s); writing it row by row", type(refusal).__name__)
         stored = refused = 0
         for row in batch:
             try:
-                stored += self._insert([row])
+                stored += self._insert([row], True)
             except _UNREACHABLE:
                 raise
             except Exception as exc:
@@ -216,17 +228,17 @@ class RequestLog:
                 log.error("request log row dropped, it cannot be stored: %s", exc)
         return stored, refused
 
-    def _insert(self, rows: list[_Row]) -> int:
+    def _insert(self, rows: list[_Row], retry: bool = True) -> int:
         routes = [_route_columns(r.values) for r in rows if r.table == "route"]
         positions = [r.values for r in rows if r.table == "position"]
         with self.sessions.begin() as session:
-            if routes:
+            if routes and retry:
                 # A batch written before, whose commit reply was lost, is not written twice.
                 stored = set(session.scalars(select(RouteRequestLog.route_id).where(
                     RouteRequestLog.route_id.in_([r["route_id"] for r in routes]))))  # fmt: skip
                 routes = [r for r in routes if r["route_id"] not in stored]
-                if routes:
-                    session.execute(insert(RouteRequestLog), routes)
+            if routes:
+                session.execute(insert(RouteRequestLog), routes)
             if positions:
                 session.execute(insert(DriverPosition), positions)
         return len(routes) + len(positions)

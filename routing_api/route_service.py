@@ -27,7 +27,7 @@ import orjson
 from batch_worker.errors import DeadlineExceeded, QueueFull, QueueUnavailable
 from batch_worker.queue import SolveQueue
 from graph_store import polyline
-from graph_store.routing_graph import Phantoms, RoutingSnapshot, SnapError
+from graph_store.routing_graph import Phantoms, RoutingSnapshot, SnapError, Table
 from graph_store.service import RoadGraphService
 from graph_store.traffic import bucket_of
 from route_cache import RouteCache, route_cache_key
@@ -63,10 +63,11 @@ class Ingested:
     depart_at: datetime
     key: str
 
-    def problem(self) -> Problem:
-        """The problem with its travel-time matrix at the departure time (a cache miss needs it)."""
-        matrix = self.snapshot.durations(self.points, self.points, self.depart_at)
-        return replace(self.template, matrix=matrix)
+    def problem(self) -> tuple[Problem, Table]:
+        """The problem with its travel-time matrix at the departure time (a cache miss needs it), and
+        the table it came from, from which the chosen route's legs are drawn without a second query."""
+        table = self.snapshot.table_with_choices(self.points, self.depart_at)
+        return replace(self.template, matrix=table.seconds), table
 
     def along(self, seq: list[int], leg_durations: list[float]) -> Problem:
         """The template with only the legs of ``seq`` filled in: enough to evaluate that route."""
@@ -167,7 +168,7 @@ class RouteService:
         ``deadline`` (Unix time; default ``request_timeout_s`` from now) bounds the wait for the answer."""
         if deadline is None:
             deadline = time.time() + self.settings.request_timeout_s
-        problem = await asyncio.to_thread(ing.problem)
+        problem, table = await asyncio.to_thread(ing.problem)
         request = SolveRequest(route_id, problem, budget_ms, deadline, seed=0)
         try:
             reply = await self.queue.solve(request)
@@ -185,7 +186,8 @@ class RouteService:
             # Never trust the answer blindly: an invalid one is an error, not a route.
             raise RouteError(500, "invalid_answer", "the optimizer returned an invalid route")
         t_geo = time.perf_counter()
-        legs = await asyncio.to_thread(ing.snapshot.route, ing.points.take(_sequence(problem, order)), ing.depart_at)
+        legs = await asyncio.to_thread(ing.snapshot.route_through, ing.points, _sequence(problem, order), ing.depart_at,
+                                       table)  # fmt: skip
         # The model failed and the plain k-nearest search answered (batch_worker.solver.FALLBACK_BACKEND).
         degraded = reply.backend.startswith("fallback:")
         if degraded:

@@ -278,6 +278,24 @@ def test_route_geometry_follows_allowed_edges(case: Case) -> None:
             assert (round(float(case.net.node_lat[node]), 9), round(float(case.net.node_lon[node]), 9)) in coords
 
 
+def test_route_through_a_table_equals_routing_the_points_again(case: Case) -> None:
+    """The driver API draws the chosen order's legs from the table the problem's matrix came from:
+    the same legs as a fresh query over those points, and durations equal to the matrix entries."""
+    lat, lon = _points_near_roads(case, 12, seed=27)
+    ph = case.graph.snap(lat, lon, 1000.0)
+    table = case.snapshot.table_with_choices(ph, WHEN)
+    assert table.seconds == pytest.approx(case.snapshot.durations(ph, ph, WHEN))
+    seq = [0, 5, 3, 3, 11, 1, 7, 0]  # a repeated point and a return to the start included
+    fresh = case.snapshot.route(ph.take(seq), WHEN)
+    drawn = case.snapshot.route_through(ph, seq, WHEN, table)
+    assert len(drawn) == len(fresh) == len(seq) - 1
+    for k, (a, b) in enumerate(zip(drawn, fresh, strict=True)):
+        assert a.duration_s == pytest.approx(b.duration_s) == pytest.approx(table.seconds[seq[k], seq[k + 1]])
+        assert a.distance_m == pytest.approx(b.distance_m) and a.nodes == b.nodes
+        np.testing.assert_allclose(a.lat, b.lat, atol=1e-12)
+        np.testing.assert_allclose(a.lon, b.lon, atol=1e-12)
+
+
 def test_cutting_many_pieces_at_once_equals_cutting_each_edge(case: Case) -> None:
     """``pieces_geometry`` (one vectorised pass, used for whole routes) against ``edge_geometry``
     (one edge at a time, by interpolation along its projected length), on random cuts."""
