@@ -847,7 +847,7 @@ KEYS = {
     "concurrency": [("stops", "stops")],
     "cache": [("stops", "stops"), ("cache", "cache")],
     "batching": [("batching", "batching"), ("stops", "stops")],
-    "services": [("workers", "workers")],
+    "services": [("workers", "workers"), ("stops", "stops")],
 }
 
 
