@@ -22,7 +22,8 @@ Scenarios (``--scenarios``, comma-separated; default all):
 * ``c20``         monolith, 20-stop cache misses, 1 user (the issue's goal: p50 <= 60 ms), and the same
                   with ``time_budget_ms`` 10 for information (not the default; shows the non-search time);
 * ``concurrency`` monolith, 10- and 50-stop cache misses at 1, 10, 50, 300 users (``--levels``);
-* ``cache``       monolith, open loop: distinct requests (misses) vs one request repeated (hits), 10 and 50 stops;
+* ``cache``       monolith, open loop: distinct requests (misses) vs one request repeated (hits), 10 and 50 stops,
+                  and GET /healthz at the same rate (the HTTP floor);
 * ``batching``    monolith with ``ROUTING_MAX_BATCH=32`` vs ``=1``, 10- and 50-stop misses: 50 users (saturation),
                   then an open-loop rate sweep (x1.25 per step, the same bodies in both modes) up to the first
                   rate whose p99 passes ``SWEEP_P99_MS``: "throughput at equal p99" is the highest passing rate;
@@ -56,7 +57,7 @@ import tempfile
 import time
 import uuid
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -158,10 +159,14 @@ def authorize(env: dict[str, str]) -> None:
     JSON_HEADERS["Authorization"] = "Bearer " + out.splitlines()[-1]
 
 
-async def send(client: httpx.AsyncClient, body: bytes, sched: float | None = None) -> Sample:
+async def send(client: httpx.AsyncClient, body: bytes | None, sched: float | None = None) -> Sample:
+    """POST ``body`` to /v1/routes; ``None``: GET /healthz instead (the HTTP floor of this stack and client)."""
     sent = time.perf_counter()
     try:
-        r = await client.post("/v1/routes", content=body, headers=JSON_HEADERS)
+        if body is None:
+            r = await client.get("/healthz")
+        else:
+            r = await client.post("/v1/routes", content=body, headers=JSON_HEADERS)
     except httpx.HTTPError as exc:
         done = time.perf_counter()
         return Sample(sched if sched is not None else sent, sent, done, type(exc).__name__)
@@ -186,7 +191,7 @@ def client_for(base_url: str, connections: int) -> httpx.AsyncClient:
     return httpx.AsyncClient(base_url=base_url, timeout=CLIENT_TIMEOUT_S, limits=limits)
 
 
-async def _open_loop(base_url: str, bodies: list[bytes], rate: float) -> tuple[float, list[Sample], int]:
+async def _open_loop(base_url: str, bodies: Sequence[bytes | None], rate: float) -> tuple[float, list[Sample], int]:
     """Request i at t0 + i/rate; returns (t0, samples, requests still unanswered at the end)."""
     async with client_for(base_url, OPEN_LOOP_CONNECTIONS) as client:
         tasks: list[asyncio.Task[Sample]] = []
@@ -357,7 +362,7 @@ def metrics_delta(before: dict[str, float], after: dict[str, float]) -> dict[str
     return {k: v - before.get(k, 0.0) for k, v in after.items() if v - before.get(k, 0.0)}
 
 
-def measure(target: Target, label: str, *, rate: float | None = None, bodies: list[bytes] | None = None,
+def measure(target: Target, label: str, *, rate: float | None = None, bodies: Sequence[bytes | None] | None = None,
             users: int | None = None, stream: Bodies | None = None, duration_s: float = 0.0,
             flush: bool = True, extra: dict[str, Any] | None = None) -> dict[str, Any]:  # fmt: skip
     """One run: open loop (``rate`` + ``bodies``) or closed loop (``users`` + ``stream`` for ``duration_s``)."""
@@ -590,7 +595,9 @@ def scenario_concurrency(t: Target, plan: Plan) -> list[dict[str, Any]]:
 def scenario_cache(t: Target, plan: Plan) -> list[dict[str, Any]]:
     """Distinct requests (misses) vs one request repeated (hits), open loop, at 10 and 50 stops."""
     n = max(10, round(plan.cache_rate * plan.duration_s * 2))
-    runs = []
+    # The floor: GET /healthz (no body, no work) at the same rate, through the same client and server.
+    runs = [measure(t, "HTTP floor: GET /healthz", rate=plan.cache_rate, bodies=[None] * n, flush=False,
+                    extra={"stops": 0, "cache": "floor"})]  # fmt: skip
     for stops in CACHE_STOPS:
         misses = Bodies(plan.seed, f"cache-miss{stops}", stops).take(n)
         runs.append(measure(t, f"{stops} stops, miss (distinct requests)", rate=plan.cache_rate, bodies=misses,
