@@ -12,6 +12,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from itertools import pairwise
 
+from routing_core.polyline import decode_values
+
 EARTH_RADIUS_M = 6_371_008.8
 
 
@@ -19,19 +21,7 @@ def decode_polyline(text: str, precision: int = 6) -> list[tuple[float, float]]:
     """(lat, lon) points of an encoded polyline (Google's algorithm; OSRM's polyline6 is precision 6).
 
     Raises ValueError on a malformed or truncated string."""
-    values: list[int] = []
-    shift = result = 0
-    for char in text:
-        byte = ord(char) - 63
-        if not 0 <= byte <= 0x3F:
-            raise ValueError(f"invalid polyline character {char!r}")
-        result |= (byte & 0x1F) << shift
-        shift += 5
-        if byte < 0x20:
-            values.append(~(result >> 1) if result & 1 else result >> 1)
-            shift = result = 0
-    if shift or len(values) % 2:
-        raise ValueError("truncated polyline")
+    values = decode_values(text)
     scale = float(10**precision)
     points: list[tuple[float, float]] = []
     lat = lon = 0

@@ -10,6 +10,8 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from routing_core.polyline import decode_values
+
 
 def encode(lat: Sequence[float] | np.ndarray, lon: Sequence[float] | np.ndarray, precision: int = 6) -> str:
     """Encode degrees as a polyline string."""
@@ -53,18 +55,6 @@ def decode(text: str, precision: int = 6) -> tuple[np.ndarray, np.ndarray]:
 
     Raises ValueError on a truncated or malformed string.
     """
-    values: list[int] = []
-    shift = result = 0
-    for char in text:
-        byte = ord(char) - 63
-        if byte < 0 or byte > 0x3F:
-            raise ValueError(f"invalid polyline character {char!r}")
-        result |= (byte & 0x1F) << shift
-        shift += 5
-        if byte < 0x20:
-            values.append(~(result >> 1) if result & 1 else result >> 1)
-            shift = result = 0
-    if shift or len(values) % 2:
-        raise ValueError("truncated polyline")
+    values = decode_values(text)
     arr = np.cumsum(np.asarray(values, dtype=np.int64).reshape(-1, 2), axis=0) / float(10**precision)
     return arr[:, 0].copy(), arr[:, 1].copy()
