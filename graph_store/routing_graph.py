@@ -81,10 +81,13 @@ class Leg:
 class Table:
     """Travel times between points, and per pair how the fastest path leaves and enters the roads."""
 
-    seconds: np.ndarray  # [A, B], inf where unreachable
-    best_ms: np.ndarray
+    best_ms: np.ndarray  # [A, B], inf where unreachable
     choice: np.ndarray  # source end * 2 + target end (see ``RoutingSnapshot._ends``)
     direct: np.ndarray  # both on one road, driven straight along it
+
+    @property
+    def seconds(self) -> np.ndarray:
+        return self.best_ms / 1000.0
 
 
 class RoadGraph:
@@ -417,7 +420,7 @@ class RoutingSnapshot:
     def table_with_choices(self, points: Phantoms, when: datetime) -> Table:
         """Every pair's seconds, with what ``route_through`` needs to draw any leg between them later."""
         best, choice, direct, _ = self._combine(points, points, when)
-        return Table(best / 1000.0, best, choice, direct)
+        return Table(best, choice, direct)
 
     def route_through(self, points: Phantoms, seq: list[int], when: datetime, table: Table | None = None) -> list[Leg]:
         """Legs from ``points[seq[0]]`` to ``points[seq[1]]`` and so on. With ``table`` (from
