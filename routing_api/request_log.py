@@ -209,7 +209,7 @@ class RequestLog:
 
         The check for rows stored already (a commit whose reply was lost) runs on a retry, or when the
         database refuses the batch (a duplicate key), not on every write."""
-        for skip_stored in (retry, True) if not retry else (True,):
+        for skip_stored in (True,) if retry else (False, True):
             try:
                 return self._insert(batch, skip_stored), 0
             except _UNREACHABLE:
@@ -228,11 +228,11 @@ class RequestLog:
                 log.error("request log row dropped, it cannot be stored: %s", exc)
         return stored, refused
 
-    def _insert(self, rows: list[_Row], retry: bool = True) -> int:
+    def _insert(self, rows: list[_Row], skip_stored: bool = True) -> int:
         routes = [_route_columns(r.values) for r in rows if r.table == "route"]
         positions = [r.values for r in rows if r.table == "position"]
         with self.sessions.begin() as session:
-            if routes and retry:
+            if routes and skip_stored:
                 # A batch written before, whose commit reply was lost, is not written twice.
                 stored = set(session.scalars(select(RouteRequestLog.route_id).where(
                     RouteRequestLog.route_id.in_([r["route_id"] for r in routes]))))  # fmt: skip
