@@ -42,7 +42,7 @@ from typing import Any
 
 import httpx
 from common import BenchError, free_port, git_info, machine_info, routing_bin, sigterm_as_exit, versions
-from serving import Cpu, Infra, Proc, compile_model, log, other_benchmarks, run_cli, wait_ready
+from serving import Cpu, Infra, Proc, compile_model, log, other_benchmarks, run_cli, service_env, wait_ready
 
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "bench" / "results"
@@ -287,12 +287,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         with sigterm_as_exit(), tempfile.TemporaryDirectory(prefix="bench-replay-") as tmp_name:
             tmp = Path(tmp_name)
-            env = {**os.environ, "ROUTING_LOG_LEVEL": "warning", "ROUTING_ENVIRONMENT": "test",
-                   "ROUTING_MODEL_DIR": str(tmp / "models")}  # fmt: skip
-            for k in ("ROUTING_REDIS_URL", "ROUTING_AMQP_URL", "ROUTING_MAX_BATCH", "ROUTING_MAX_WAIT_MS",
-                      "ROUTING_MAX_QUEUE", "ROUTING_REQUEST_TIMEOUT_S", "ROUTING_MODE", "ROUTING_AUTH",
-                      "ROUTING_TOKEN"):  # fmt: skip
-                env.pop(k, None)  # the service's defaults, whatever this shell holds
+            env = service_env(tmp)
             compile_model(env, tmp / "models")
             requests = run_monolith(env, tmp, args if "monolith" in args.modes_set else _no_speeds(args), result)
             if "services" in args.modes_set:

@@ -675,6 +675,17 @@ def other_benchmarks() -> list[str]:
     return out
 
 
+def service_env(tmp: Path) -> dict[str, str]:
+    """This shell's environment for the processes a bench starts, with the service's defaults for every
+    setting a bench compares (whatever the shell holds), quiet logs and a model directory under ``tmp``."""
+    env = {**os.environ, "ROUTING_LOG_LEVEL": "warning", "ROUTING_ENVIRONMENT": "test",
+           "ROUTING_MODEL_DIR": str(tmp / "models")}  # fmt: skip
+    for k in ("ROUTING_REDIS_URL", "ROUTING_AMQP_URL", "ROUTING_MAX_BATCH", "ROUTING_MAX_WAIT_MS", "ROUTING_MAX_QUEUE",
+              "ROUTING_REQUEST_TIMEOUT_S", "ROUTING_MODE", "ROUTING_AUTH", "ROUTING_TOKEN"):  # fmt: skip
+        env.pop(k, None)
+    return env
+
+
 def compile_model(env: dict[str, str], model_dir: Path) -> None:
     """Export the committed checkpoint once, so that no server or worker compiles it (or races to)."""
     code = ("import sys; from pathlib import Path; from routing_api.model_service import ensure_compiled; "
@@ -957,11 +968,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         with sigterm_as_exit(), tempfile.TemporaryDirectory(prefix="bench-serving-") as tmp_name:
             tmp = Path(tmp_name)
-            env = {**os.environ, "ROUTING_LOG_LEVEL": "warning", "ROUTING_ENVIRONMENT": "test",
-                   "ROUTING_MODEL_DIR": str(tmp / "models")}  # fmt: skip
-            for k in ("ROUTING_REDIS_URL", "ROUTING_AMQP_URL", "ROUTING_MAX_BATCH", "ROUTING_MAX_WAIT_MS",
-                      "ROUTING_MAX_QUEUE", "ROUTING_REQUEST_TIMEOUT_S", "ROUTING_MODE"):  # fmt: skip
-                env.pop(k, None)  # the service's defaults, whatever this shell holds
+            env = service_env(tmp)
             compile_model(env, tmp / "models")
             if wanted & {"c20", "concurrency", "cache", "batching"} or ("services" in wanted and not rates):
                 run_monolith(env, tmp, plan, wanted, result)

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime, timedelta
@@ -27,9 +26,8 @@ from routing_api.admin.network import drawable_network, edges_in_bbox
 from routing_api.admin.queries import AdminQueries, DriverState, on_time_status, route_progress
 from routing_api.auth import require_dispatcher
 from routing_api.bootstrap import Container
-from routing_api.driver_api import error_body
+from routing_api.driver_api import plan_counted
 from routing_api.osrm import osrm_json
-from routing_api.route_service import RouteError
 from routing_api.schemas import RouteRequestIn
 
 log = logging.getLogger(__name__)
@@ -304,18 +302,9 @@ async def replan(driver_id: str, request: Request, body: ReplanIn | None = None)
     except ValidationError as exc:
         return _error(422, "invalid", f"the logged request cannot be re-planned: {exc.errors()[0]['msg']}",
                       ["path", "driver_id"])  # fmt: skip
-    metrics = c.metrics
-    t0 = time.perf_counter()
-    metrics.in_flight.inc()
-    try:
-        route = await c.routes.plan(req)
-        metrics.requests.labels(status="200").inc()
-    except RouteError as exc:
-        metrics.requests.labels(status=str(exc.status)).inc()
-        return error_body(exc)
-    finally:
-        metrics.in_flight.dec()
-        metrics.request_latency.labels(endpoint="replan").observe(time.perf_counter() - t0)
+    route = await plan_counted(c.routes, req, "replan")
+    if isinstance(route, Response):
+        return route
     return osrm_json({"previous_route_id": previous.route_id, "dropped": dropped, "planned": remaining,
                       "route": route})  # fmt: skip
 

@@ -46,20 +46,26 @@ def error_body(exc: RouteError) -> Response:
 )  # fmt: skip
 async def plan_route(body: RouteRequestIn, request: Request, principal: Caller) -> Response:
     check_driver(principal, body.driver_id, ["body", "driver_id"])
-    service = _service(request)
+    result = await plan_counted(_service(request), body, "routes")
+    return result if isinstance(result, Response) else osrm_json(result)
+
+
+async def plan_counted(service: RouteService, body: RouteRequestIn, endpoint: str) -> dict[str, Any] | Response:
+    """``service.plan`` with the request metrics (in flight, status, latency of ``endpoint``); a route
+    error comes back as its HTTP response."""
     metrics = service.metrics
     t0 = time.perf_counter()
     metrics.in_flight.inc()
     try:
         result = await service.plan(body)
         metrics.requests.labels(status="200").inc()
-        return osrm_json(result)
+        return result
     except RouteError as exc:
         metrics.requests.labels(status=str(exc.status)).inc()
         return error_body(exc)
     finally:
         metrics.in_flight.dec()
-        metrics.request_latency.labels(endpoint="routes").observe(time.perf_counter() - t0)
+        metrics.request_latency.labels(endpoint=endpoint).observe(time.perf_counter() - t0)
 
 
 @router.get("/routes/{route_id}", response_model=RoutePublic, summary="A planned route, as it was answered")

@@ -30,7 +30,7 @@ from datetime import UTC, datetime
 from typing import Any, Literal
 
 import orjson
-from sqlalchemy import Engine, func, insert, select
+from sqlalchemy import Engine, Select, func, insert, select
 from sqlalchemy.exc import DisconnectionError, InterfaceError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 from sqlalchemy.orm import sessionmaker
@@ -96,6 +96,28 @@ def _route_columns(values: dict[str, Any]) -> dict[str, Any]:
         "graph_version": versions.get("graph"), "traffic_epoch": versions.get("traffic_epoch"),
         "model_version": versions.get("model"), "backend": versions.get("backend"),
     }  # fmt: skip
+
+
+def last_position_per_driver() -> Select[Any]:
+    """Each driver's latest position row."""
+    last = (
+        select(DriverPosition.driver_id, func.max(DriverPosition.id).label("pid"))
+        .group_by(DriverPosition.driver_id).subquery()
+    )  # fmt: skip
+    return select(DriverPosition).join(last, DriverPosition.id == last.c.pid)
+
+
+def last_route_per_driver(*columns: Any) -> Select[Any]:
+    """Each driver's latest answered (status 200) request-log row: ``columns`` of it, or the whole row."""
+    last = (
+        select(RouteRequestLog.driver_id, func.max(RouteRequestLog.received_at).label("at"))
+        .where(RouteRequestLog.status == 200).group_by(RouteRequestLog.driver_id).subquery()
+    )  # fmt: skip
+    return (
+        select(*(columns or (RouteRequestLog,)))
+        .join(last, (RouteRequestLog.driver_id == last.c.driver_id) & (RouteRequestLog.received_at == last.c.at))
+        .where(RouteRequestLog.status == 200)
+    )
 
 
 class RequestLog:
@@ -322,28 +344,8 @@ class RequestLog:
         """Every driver seen: last position and latest successful route (queued rows written first)."""
         self.flush()
         with self.sessions() as session:
-            last_ping = (
-                select(DriverPosition.driver_id, func.max(DriverPosition.id).label("pid"))
-                .group_by(DriverPosition.driver_id).subquery()
-            )  # fmt: skip
-            positions = {
-                p.driver_id: p
-                for p in session.scalars(select(DriverPosition).join(last_ping, DriverPosition.id == last_ping.c.pid))
-            }
-            last_route = (
-                select(RouteRequestLog.driver_id, func.max(RouteRequestLog.received_at).label("at"))
-                .where(RouteRequestLog.status == 200).group_by(RouteRequestLog.driver_id).subquery()
-            )  # fmt: skip
-            routes = {
-                r.driver_id: r
-                for r in session.scalars(
-                    select(RouteRequestLog).join(
-                        last_route,
-                        (RouteRequestLog.driver_id == last_route.c.driver_id)
-                        & (RouteRequestLog.received_at == last_route.c.at),
-                    )
-                )
-            }
+            positions = {p.driver_id: p for p in session.scalars(last_position_per_driver())}
+            routes = {r.driver_id: r for r in session.scalars(last_route_per_driver())}
         out = []
         for driver in sorted(set(positions) | set(routes)):
             p = positions.get(driver)

@@ -6,6 +6,7 @@ missing, and is skipped elsewhere, saying why.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import uuid
 from collections.abc import Iterator
@@ -72,18 +73,34 @@ def postgres_server() -> str:
     return POSTGRES_URL
 
 
-@pytest.fixture
-def postgres_url(postgres_server: str) -> Iterator[str]:
-    """A fresh, empty PostgreSQL database for one test, dropped afterwards."""
+@contextlib.contextmanager
+def _fresh_database(server: str) -> Iterator[str]:
+    """A new, empty PostgreSQL database on ``server`` (its ``postgresql://`` URL), dropped afterwards."""
     import psycopg
 
     name = f"routing_test_{uuid.uuid4().hex[:12]}"
-    with psycopg.connect(postgres_server, autocommit=True) as conn:
+    with psycopg.connect(server, autocommit=True) as conn:
         conn.execute(f'CREATE DATABASE "{name}"')
-    base = postgres_server.rsplit("/", 1)[0]
-    yield f"{base}/{name}".replace("postgresql://", "postgresql+psycopg://", 1)
-    with psycopg.connect(postgres_server, autocommit=True) as conn:
-        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    try:
+        yield f"{server.rsplit('/', 1)[0]}/{name}"
+    finally:
+        with psycopg.connect(server, autocommit=True) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture
+def postgres_url(postgres_server: str) -> Iterator[str]:
+    """A fresh, empty PostgreSQL database for one test (SQLAlchemy URL), dropped afterwards."""
+    with _fresh_database(postgres_server) as url:
+        yield url.replace("postgresql://", "postgresql+psycopg://", 1)
+
+
+@pytest.fixture(scope="module")
+def module_postgres_db(postgres_server: str) -> Iterator[str]:
+    """A fresh, empty PostgreSQL database for one test module (``postgresql://`` URL, as the services
+    take it), dropped after the module's fixtures have stopped their processes."""
+    with _fresh_database(postgres_server) as url:
+        yield url
 
 
 @pytest.fixture

@@ -13,10 +13,11 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import Engine, func, select
+from sqlalchemy import Engine, select
 from sqlalchemy.orm import sessionmaker
 
-from graph_store.models import DriverPosition, RouteRequestLog
+from graph_store.models import RouteRequestLog
+from routing_api.request_log import last_position_per_driver, last_route_per_driver
 
 LIST_COLUMNS = (
     RouteRequestLog.route_id, RouteRequestLog.driver_id, RouteRequestLog.received_at, RouteRequestLog.status,
@@ -95,10 +96,6 @@ class AdminQueries:
     def fleet(self) -> list[DriverState]:
         """Every driver seen (a ping or a route request), sorted by id."""
         with self.sessions() as session:
-            last_ping = (
-                select(DriverPosition.driver_id, func.max(DriverPosition.id).label("pid"))
-                .group_by(DriverPosition.driver_id).subquery()
-            )  # fmt: skip
             positions = {
                 p.driver_id: {
                     "lat": p.lat,
@@ -107,18 +104,12 @@ class AdminQueries:
                     "speed_mps": p.speed_mps,
                     "heading_deg": p.heading_deg,
                 }
-                for p in session.scalars(select(DriverPosition).join(last_ping, DriverPosition.id == last_ping.c.pid))
+                for p in session.scalars(last_position_per_driver())
             }
-            last_route = (
-                select(RouteRequestLog.driver_id, func.max(RouteRequestLog.received_at).label("at"))
-                .where(RouteRequestLog.status == 200).group_by(RouteRequestLog.driver_id).subquery()
-            )  # fmt: skip
             rows = session.execute(
-                select(RouteRequestLog.driver_id, RouteRequestLog.route_id, RouteRequestLog.received_at,
-                       RouteRequestLog.request_json, RouteRequestLog.response_json)
-                .join(last_route, (RouteRequestLog.driver_id == last_route.c.driver_id)
-                      & (RouteRequestLog.received_at == last_route.c.at))
-                .where(RouteRequestLog.status == 200)
+                last_route_per_driver(RouteRequestLog.driver_id, RouteRequestLog.route_id,
+                                      RouteRequestLog.received_at, RouteRequestLog.request_json,
+                                      RouteRequestLog.response_json)
             ).all()  # fmt: skip
         routes = {
             r.driver_id: DriverRoute(

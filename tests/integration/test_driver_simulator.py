@@ -29,7 +29,7 @@ from graph_store.repository import MapRepository, make_engine
 from graph_store.routing_graph import RoadGraph
 from routing_api.auth import TokenStore
 from routing_api.ping_traffic import SOURCE
-from tests.servers import wait_until_ready
+from tests.servers import routing_serve
 from tests.tcp_proxy import TcpProxy
 
 CLI = [sys.executable, "-m", "routing_api.cli"]
@@ -68,21 +68,12 @@ def service(tmp_path_factory: pytest.TempPathFactory, helsinki_path: Path) -> It
                      ROUTING_PING_TRAFFIC_INTERVAL_S="1", ROUTING_PING_TRAFFIC_MIN_PINGS="3",
                      ROUTING_LOG_LEVEL="info")  # fmt: skip
     log_path = tmp / "server.log"
-    log_file = open(log_path, "w")  # noqa: SIM115
-    proc = subprocess.Popen([*CLI, "serve", "--port", str(port)], env=env, stdout=log_file, stderr=subprocess.STDOUT)
     base = f"http://127.0.0.1:{port}"
     try:
-        log_file.flush()
-        wait_until_ready(base, proc, 240, log_path)
-        yield {"base": base, "port": port, "token": token, "engine": engine, "map_id": info.id, "network": network,
-               "stops_file": stops_file, "model_dir": tmp / "models", "tmp": tmp, "log": log_path}  # fmt: skip
+        with routing_serve([*CLI, "serve", "--port", str(port)], base, env, log_path, 240):
+            yield {"base": base, "port": port, "token": token, "engine": engine, "map_id": info.id, "network": network,
+                   "stops_file": stops_file, "model_dir": tmp / "models", "tmp": tmp, "log": log_path}  # fmt: skip
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-        log_file.close()
         engine.dispose()
 
 

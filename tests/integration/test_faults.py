@@ -149,16 +149,14 @@ class Services:
 
 
 @pytest.fixture(scope="module")
-def services(tmp_path_factory: pytest.TempPathFactory, helsinki_path: Path, postgres_server: str) -> Iterator[Services]:
+def services(
+    tmp_path_factory: pytest.TempPathFactory, helsinki_path: Path, module_postgres_db: str
+) -> Iterator[Services]:
     _servers_up()
     import pika
-    import psycopg
 
     tmp = tmp_path_factory.mktemp("faults")
-    db_name = f"routing_test_{uuid.uuid4().hex[:12]}"
-    with psycopg.connect(postgres_server, autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{db_name}"')
-    db_url = postgres_server.rsplit("/", 1)[0] + "/" + db_name
+    db_url = module_postgres_db
     engine = make_engine(db_url.replace("postgresql://", "postgresql+psycopg://", 1))
     proxies: dict[str, ProxyProcess] = {}
     svc: Services | None = None
@@ -172,7 +170,7 @@ def services(tmp_path_factory: pytest.TempPathFactory, helsinki_path: Path, post
         ensure_compiled(CHECKPOINT, model_dir)  # once, before the workers start
         amqp = pika.URLParameters(AMQP_URL)
         proxies = {
-            "postgres": ProxyProcess(_upstream(postgres_server, 5432)),
+            "postgres": ProxyProcess(_upstream(db_url, 5432)),
             "redis": ProxyProcess(_upstream(REDIS_URL, 6379)),
             "rabbitmq": ProxyProcess((amqp.host, amqp.port)),
         }
@@ -195,8 +193,6 @@ def services(tmp_path_factory: pytest.TempPathFactory, helsinki_path: Path, post
             proxy.close()
         _cleanup(queue, prefix)
         engine.dispose()
-        with psycopg.connect(postgres_server, autocommit=True) as conn:
-            conn.execute(f'DROP DATABASE IF EXISTS "{db_name}" WITH (FORCE)')
 
 
 def _bodies(count: int, seed: int, budget_ms: float = 5.0) -> list[dict[str, Any]]:

@@ -29,7 +29,7 @@ from driver_app_stub.replay import ReplayError
 from graph_store.repository import MapRepository, make_engine
 from routing_api.model_service import ensure_compiled
 from routing_api.model_training import CHECKPOINT
-from tests.servers import wait_until_ready
+from tests.servers import routing_serve
 
 REPO = Path(__file__).resolve().parents[2]
 CLI = [sys.executable, "-m", "routing_api.cli"]
@@ -72,21 +72,10 @@ def running_service(tmp: Path, map_path: Path, model_dir: Path) -> Iterator[Serv
     assert done.returncode == 0, done.stderr
     token = done.stdout.strip().splitlines()[-1]
     port = _free_port()
-    log_path = tmp / "serve.log"
-    with log_path.open("w") as log:
-        proc = subprocess.Popen([*CLI, "serve", "--host", "127.0.0.1", "--port", str(port)], env=env, cwd=REPO,
-                                stdout=log, stderr=subprocess.STDOUT)  # fmt: skip
     url = f"http://127.0.0.1:{port}"
-    try:
-        wait_until_ready(url, proc, 180, log_path)
+    with routing_serve([*CLI, "serve", "--host", "127.0.0.1", "--port", str(port)], url, env, tmp / "serve.log", 180,
+                       cwd=REPO):  # fmt: skip
         yield Service(url, token, env, db_url)
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
 
 
 @pytest.fixture(scope="module")

@@ -24,6 +24,7 @@ from routing_api.model_service import ensure_compiled
 from routing_api.model_training import CHECKPOINT
 from tests.auth_helpers import bearer
 from tests.conftest import require
+from tests.servers import wait_until_ready
 
 REDIS_URL = os.environ.get("ROUTING_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
 AMQP_URL = os.environ.get("ROUTING_TEST_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/%2F")
@@ -50,15 +51,11 @@ def _servers_up() -> None:
 
 
 @pytest.fixture(scope="module")
-def services(tmp_path_factory: pytest.TempPathFactory, helsinki_path: Path, postgres_server: str) -> Iterator[dict]:
+def services(tmp_path_factory: pytest.TempPathFactory, helsinki_path: Path, module_postgres_db: str) -> Iterator[dict]:
     _servers_up()
-    import psycopg
 
     tmp = tmp_path_factory.mktemp("services")
-    db_name = f"routing_test_{uuid.uuid4().hex[:12]}"
-    with psycopg.connect(postgres_server, autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{db_name}"')
-    db_url = postgres_server.rsplit("/", 1)[0] + "/" + db_name
+    db_url = module_postgres_db
     engine = make_engine(db_url.replace("postgresql://", "postgresql+psycopg://", 1))
     migrations.upgrade(engine)
     MapRepository(engine).import_map(helsinki_path)
@@ -84,19 +81,7 @@ def services(tmp_path_factory: pytest.TempPathFactory, helsinki_path: Path, post
     base = f"http://127.0.0.1:{port}"
     try:
         deadline = time.time() + 240
-        while True:
-            try:
-                if httpx.get(f"{base}/readyz", timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            dead = [n for n, p in procs.items() if p.poll() is not None]
-            if dead or time.time() > deadline:
-                for f in logs.values():
-                    f.flush()
-                pytest.fail(f"services did not become ready (exited: {dead}); api log:\n"
-                            + (tmp / "api.log").read_text()[-3000:])  # fmt: skip
-            time.sleep(0.5)
+        wait_until_ready(base, list(procs.values()), 240, tmp / "api.log")
         _wait_for_consumers(env["ROUTING_QUEUE_NAME"], 2, procs, deadline)
         yield {"base": base, "headers": headers, "engine": engine, "queue": env["ROUTING_QUEUE_NAME"],
                "prefix": env["ROUTING_CACHE_PREFIX"], "logs": tmp}  # fmt: skip
@@ -112,8 +97,6 @@ def services(tmp_path_factory: pytest.TempPathFactory, helsinki_path: Path, post
             f.close()
         _cleanup(env["ROUTING_QUEUE_NAME"], env["ROUTING_CACHE_PREFIX"])
         engine.dispose()
-        with psycopg.connect(postgres_server, autocommit=True) as conn:
-            conn.execute(f'DROP DATABASE IF EXISTS "{db_name}" WITH (FORCE)')
 
 
 def _wait_for_consumers(queue: str, count: int, procs: dict, deadline: float) -> None:
