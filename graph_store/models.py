@@ -14,6 +14,7 @@ from sqlalchemy import (
     ForeignKey,
     Index,
     Integer,
+    SmallInteger,
     String,
     Text,
 )
@@ -69,6 +70,13 @@ class RoadEdge(Base):
     road_class: Mapped[str] = mapped_column(String(32))
     oneway: Mapped[bool] = mapped_column(Boolean)
     geometry: Mapped[str] = mapped_column(Text)  # encoded polyline, precision 6, source to target
+    # Travel-time features (revision 0004); NULL for maps imported before it.
+    signals: Mapped[int | None] = mapped_column(SmallInteger, nullable=True)
+    stops: Mapped[int | None] = mapped_column(SmallInteger, nullable=True)
+    give_way: Mapped[int | None] = mapped_column(SmallInteger, nullable=True)
+    crossings: Mapped[int | None] = mapped_column(SmallInteger, nullable=True)
+    lanes: Mapped[float | None] = mapped_column(Float, nullable=True)  # NULL also: lanes unknown
+    maxspeed_tagged: Mapped[bool | None] = mapped_column(Boolean, nullable=True)
 
 
 class TrafficProfile(Base):

@@ -122,6 +122,15 @@ class MapRepository:
             )
         ]
         edges = []
+        # Travel-time features: NULL where the network has none (lanes: also where unknown).
+        signals, stops, give_way, crossings, maxspeed_tagged = (
+            [None] * net.edge_count if values is None else values.tolist()
+            for values in (net.edge_signals, net.edge_stops, net.edge_give_way, net.edge_crossings,
+                           net.edge_maxspeed_tagged)
+        )  # fmt: skip
+        lanes = [None] * net.edge_count if net.edge_lanes is None else [
+            None if np.isnan(x) else x for x in net.edge_lanes.tolist()
+        ]  # fmt: skip
         for e in range(net.edge_count):
             g_lat, g_lon = net.edge_geometry(e)
             edges.append({
@@ -130,6 +139,8 @@ class MapRepository:
                 "osm_way_id": int(net.edge_way_id[e]), "length_m": float(net.edge_length_m[e]),
                 "speed_kph": float(net.edge_speed_kph[e]), "road_class": str(net.edge_road_class[e]),
                 "oneway": bool(net.edge_oneway[e]), "geometry": polyline.encode(g_lat, g_lon, 6),
+                "signals": signals[e], "stops": stops[e], "give_way": give_way[e], "crossings": crossings[e],
+                "lanes": lanes[e], "maxspeed_tagged": maxspeed_tagged[e],
             })  # fmt: skip
         total = len(nodes) + len(edges)
         done = 0
@@ -172,7 +183,9 @@ class MapRepository:
             ).all()  # fmt: skip
             edges = session.execute(
                 select(RoadEdge.source_node, RoadEdge.target_node, RoadEdge.osm_way_id, RoadEdge.length_m,
-                       RoadEdge.speed_kph, RoadEdge.road_class, RoadEdge.oneway, RoadEdge.geometry)
+                       RoadEdge.speed_kph, RoadEdge.road_class, RoadEdge.oneway, RoadEdge.geometry,
+                       RoadEdge.signals, RoadEdge.stops, RoadEdge.give_way, RoadEdge.crossings,
+                       RoadEdge.lanes, RoadEdge.maxspeed_tagged)
                 .where(RoadEdge.map_version_id == map_id).order_by(RoadEdge.edge_index)
             ).all()  # fmt: skip
         if not nodes or not edges:
@@ -181,6 +194,8 @@ class MapRepository:
         geoms = [polyline.decode(text, 6) for text in cols[7]]
         offsets = np.concatenate(([0], np.cumsum([g[0].size for g in geoms]))).astype(np.int64)
         node_cols = list(zip(*nodes, strict=True))
+        # Maps imported before revision 0004 have NULL features: the fields stay None.
+        stored = cols[8][0] is not None
         return RoadNetwork(
             node_osm_id=np.asarray(node_cols[0], dtype=np.int64),
             node_lat=np.asarray(node_cols[1], dtype=np.float64),
@@ -195,6 +210,12 @@ class MapRepository:
             geom_offsets=offsets,
             geom_lat=np.concatenate([g[0] for g in geoms]),
             geom_lon=np.concatenate([g[1] for g in geoms]),
+            edge_signals=_counts(cols[8]) if stored else None,
+            edge_stops=_counts(cols[9]) if stored else None,
+            edge_give_way=_counts(cols[10]) if stored else None,
+            edge_crossings=_counts(cols[11]) if stored else None,
+            edge_lanes=np.asarray([np.nan if x is None else x for x in cols[12]], dtype=np.float32) if stored else None,
+            edge_maxspeed_tagged=np.asarray([bool(x) for x in cols[13]], dtype=bool) if stored else None,
         )
 
     def counts(self) -> dict[str, int]:
@@ -268,6 +289,10 @@ class MapRepository:
         if result is None:
             raise LookupError(f"no map version {map_id}")
         return int(result)
+
+
+def _counts(values: Iterable[int | None]) -> np.ndarray:
+    return np.asarray([x or 0 for x in values], dtype=np.int16)
 
 
 def _utc(when: datetime) -> datetime:

@@ -11,11 +11,22 @@ from xml.sax.saxutils import quoteattr
 Way = tuple[int, list[int], Mapping[str, str]]
 
 
-def osm_xml(nodes: Mapping[int, tuple[float, float]], ways: Iterable[Way]) -> str:
-    """OSM XML text: ``nodes`` maps id -> (lat, lon); ``ways`` are (id, node refs, tags)."""
+def osm_xml(
+    nodes: Mapping[int, tuple[float, float]],
+    ways: Iterable[Way],
+    node_tags: Mapping[int, Mapping[str, str]] | None = None,
+) -> str:
+    """OSM XML text: ``nodes`` maps id -> (lat, lon); ``ways`` are (id, node refs, tags);
+    ``node_tags`` optionally maps a node id to its tags."""
     lines = ["<?xml version='1.0' encoding='UTF-8'?>", '<osm version="0.6" generator="tests">']
     for node_id, (lat, lon) in nodes.items():
-        lines.append(f'  <node id="{node_id}" version="1" lat="{lat:.7f}" lon="{lon:.7f}"/>')
+        tags = (node_tags or {}).get(node_id)
+        if not tags:
+            lines.append(f'  <node id="{node_id}" version="1" lat="{lat:.7f}" lon="{lon:.7f}"/>')
+            continue
+        lines.append(f'  <node id="{node_id}" version="1" lat="{lat:.7f}" lon="{lon:.7f}">')
+        lines.extend(f"    <tag k={quoteattr(k)} v={quoteattr(v)}/>" for k, v in tags.items())
+        lines.append("  </node>")
     for way_id, refs, tags in ways:
         lines.append(f'  <way id="{way_id}" version="1">')
         lines.extend(f'    <nd ref="{ref}"/>' for ref in refs)
@@ -25,8 +36,13 @@ def osm_xml(nodes: Mapping[int, tuple[float, float]], ways: Iterable[Way]) -> st
     return "\n".join(lines) + "\n"
 
 
-def write_osm(path: Path, nodes: Mapping[int, tuple[float, float]], ways: Iterable[Way]) -> Path:
-    data = osm_xml(nodes, ways).encode()
+def write_osm(
+    path: Path,
+    nodes: Mapping[int, tuple[float, float]],
+    ways: Iterable[Way],
+    node_tags: Mapping[int, Mapping[str, str]] | None = None,
+) -> Path:
+    data = osm_xml(nodes, ways, node_tags).encode()
     if path.name.endswith(".gz"):
         data = gzip.compress(data)
     elif path.name.endswith(".bz2"):
