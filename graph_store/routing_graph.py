@@ -27,6 +27,7 @@ from graph_store.geo import LocalProjection
 from graph_store.osm_import import RoadNetwork
 from graph_store.snapping import SegmentIndex
 from graph_store.traffic import TrafficState
+from graph_store.travel_model import edge_delay_s
 
 INF = float("inf")
 _INF_WEIGHT = int(pyroutingkit.INF_WEIGHT)
@@ -78,6 +79,19 @@ class Leg:
 
 
 @dataclass(frozen=True)
+class Pieces:
+    """Paths as flat edge pieces: piece i covers ``edge[i]`` from fraction ``f0[i]`` to ``f1[i]`` and
+    belongs to pair/leg ``leg[i]`` (pieces of one leg are consecutive, in driving order)."""
+
+    leg: np.ndarray
+    edge: np.ndarray
+    f0: np.ndarray
+    f1: np.ndarray
+    reachable: np.ndarray  # per pair
+    paths: list[list[int]]  # node path per reachable pair
+
+
+@dataclass(frozen=True)
 class Table:
     """Travel times between points, and per pair how the fastest path leaves and enters the roads."""
 
@@ -104,6 +118,7 @@ class RoadGraph:
         self.edge_source = src
         self.edge_target = dst
         self.edge_length_m = network.edge_length_m
+        self.edge_delay_s = edge_delay_s(network)
         keys = src * n + dst
         order = np.argsort(keys, kind="stable")
         self._edge_keys = keys[order]
@@ -255,14 +270,32 @@ class RoutingSnapshot:
             if hit is not None:
                 self._cch.move_to_end(key)
                 return hit
-        speeds = self.edge_speeds(when)
-        weights = np.maximum(1, np.round(self.graph.edge_length_m / (speeds / 3.6) * 1000.0)).astype(np.int64)
+        weights = np.maximum(1, np.round(self.edge_seconds(when)[:, 1] * 1000.0)).astype(np.int64)
         entry = (self.graph.new_cch(weights), weights)
         with self._lock:
             self._cch[key] = entry
             while len(self._cch) > _CCH_CACHE_SIZE:
                 self._cch.popitem(last=False)
         return entry
+
+    def edge_seconds(self, when: datetime) -> np.ndarray:
+        """Seconds to drive each edge at ``when`` [E, 3]: p10, p50 (what routes are costed on) and p90.
+
+        Base model (speed, time lost at controls), times the learned profile's multipliers when one
+        is in force; an edge with a live observation takes its measured speed (no delay added,
+        no multiplier: a measurement already holds both)."""
+        speeds = self.edge_speeds(when)
+        base = self.graph.edge_length_m / (speeds / 3.6) + self.graph.edge_delay_s
+        live, _ = self.traffic.active_live(when)
+        live = live[live < base.size]
+        learned = self.traffic.learned
+        if learned is not None:
+            out = base[:, None] * learned.multipliers(when)
+        else:
+            out = np.repeat(base[:, None], 3, axis=1)
+        if live.size:
+            out[live] = (self.graph.edge_length_m[live] / (speeds[live] / 3.6))[:, None]
+        return out
 
     def edge_weights_ms(self, when: datetime) -> np.ndarray:
         return self._weights(when)[1]
@@ -433,20 +466,28 @@ class RoutingSnapshot:
         return self._legs(points.take(a), points.take(b), table.best_ms[a, b], table.choice[a, b],
                           table.direct[a, b], when)  # fmt: skip
 
-    def _legs(self, froms: Phantoms, tos: Phantoms, best: np.ndarray, choice: np.ndarray, direct: np.ndarray,
-              when: datetime) -> list[Leg]:  # fmt: skip
-        """Leg k from froms[k] to tos[k], given its best cost (ms), entry/exit choice and direct flag."""
+    def pair_pieces(self, froms: Phantoms, tos: Phantoms, when: datetime) -> Pieces:
+        """The fastest path from each ``froms[k]`` to ``tos[k]`` as edge pieces (see ``Pieces``).
+        Pairs with no route get no pieces and ``reachable[k]`` False."""
+        best, choice, direct, _ = self._combine(froms, tos, when)
+        k = np.arange(len(froms))
+        best, choice, direct = best[k, k], choice[k, k], direct[k, k]
+        ok = np.isfinite(best)
+        idx = np.flatnonzero(ok)
+        pieces = self._pieces(froms.take(idx), tos.take(idx), choice[idx], direct[idx], when)
+        return Pieces(idx[pieces.leg], pieces.edge, pieces.f0, pieces.f1, ok, pieces.paths)
+
+    def _pieces(self, froms: Phantoms, tos: Phantoms, choice: np.ndarray, direct: np.ndarray,
+                when: datetime) -> Pieces:  # fmt: skip
+        """Every leg's pieces in one flat list: first piece, whole edges along the node path, last piece."""
         g = self.graph
         n = len(froms) + 1
         firsts, lasts, paths = [], [], []
         for k in range(n - 1):
-            if not np.isfinite(best[k]):
-                raise ValueError(f"no route between waypoints {k} and {k + 1}")
             first, last, nodes = self._pair_route(froms, tos, k, k, int(choice[k]), bool(direct[k]), when)
             firsts.append(first)
             lasts.append(last)
             paths.append(nodes)
-        # Every leg's pieces in one flat list: first piece, whole edges along the node path, last piece.
         through = [
             np.asarray(p[:-1] if last is not None else [], np.int64) for p, last in zip(paths, lasts, strict=True)
         ]
@@ -457,7 +498,8 @@ class RoutingSnapshot:
         leg = np.repeat(np.arange(n - 1), per_leg)
         pos = np.cumsum(per_leg) - per_leg  # each leg's first piece
         edge, f0, f1 = np.empty(leg.size, np.int64), np.zeros(leg.size), np.ones(leg.size)
-        edge[pos], f0[pos], f1[pos] = np.asarray(firsts, dtype=np.float64).T
+        if n > 1:
+            edge[pos], f0[pos], f1[pos] = np.asarray(firsts, dtype=np.float64).T
         with_last = np.flatnonzero(per_leg > 1 + n_mid)
         lp = pos[with_last] + per_leg[with_last] - 1
         edge[lp], f0[lp], f1[lp] = np.asarray([lasts[k] for k in with_last], dtype=np.float64).reshape(-1, 3).T
@@ -465,6 +507,19 @@ class RoutingSnapshot:
         mid[pos] = False
         mid[lp] = False
         edge[mid] = middle
+        return Pieces(leg, edge, f0, f1, np.ones(n - 1, dtype=bool), paths)
+
+    def _legs(self, froms: Phantoms, tos: Phantoms, best: np.ndarray, choice: np.ndarray, direct: np.ndarray,
+              when: datetime) -> list[Leg]:  # fmt: skip
+        """Leg k from froms[k] to tos[k], given its best cost (ms), entry/exit choice and direct flag."""
+        g = self.graph
+        n = len(froms) + 1
+        for k in range(n - 1):
+            if not np.isfinite(best[k]):
+                raise ValueError(f"no route between waypoints {k} and {k + 1}")
+        pieces = self._pieces(froms, tos, choice, direct, when)
+        leg, edge, f0, f1, paths = pieces.leg, pieces.edge, pieces.f0, pieces.f1, pieces.paths
+        per_leg = np.bincount(leg, minlength=n - 1)
         distance = np.bincount(leg, weights=g.edge_length_m[edge] * (f1 - f0), minlength=n - 1)
         # Zero-length end pieces (a point at an intersection) add nothing, unless the leg is only that.
         kept = (f1 > f0) | (per_leg[leg] == 1)

@@ -22,8 +22,12 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from enum import IntEnum
+from typing import TYPE_CHECKING
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from graph_store.learned_profile import LearnedProfile
 
 BUCKETS_PER_DAY = 96
 BUCKET_MINUTES = 15
@@ -96,6 +100,7 @@ class TrafficState:
     epoch: int = 0
     profile: tuple[ProfileEntry, ...] = ()
     live: tuple[LiveObservation, ...] = ()
+    learned: LearnedProfile | None = field(default=None, compare=False)
     _live_arrays: tuple[np.ndarray, np.ndarray, np.ndarray] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -116,7 +121,12 @@ class TrafficState:
         day, bucket = bucket_of(when)
         edges, _ = self.active_live(when)
         has_profile = any(p.day_type == day and p.bucket == bucket for p in self.profile)
-        return (int(day), bucket if has_profile else -1, edges.tobytes())
+        learned = -1 if self.learned is None else self.learned.bucket_of(when)
+        return (int(day), bucket if has_profile else -1, edges.tobytes(), learned)
+
+    @property
+    def learned_version(self) -> str | None:
+        return None if self.learned is None else self.learned.version
 
     def edge_speeds(self, free_flow_kph: np.ndarray, road_class: np.ndarray, when: datetime) -> np.ndarray:
         """Speed in km/h of every edge at departure time ``when``."""

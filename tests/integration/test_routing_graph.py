@@ -18,6 +18,7 @@ from graph_store.repository import MapRepository
 from graph_store.routing_graph import Phantoms, RoadGraph, RoutingSnapshot, SnapError
 from graph_store.service import NoActiveMap, RoadGraphService
 from graph_store.traffic import DayType, LiveObservation, ProfileEntry, TrafficState, bucket_of
+from graph_store.travel_model import edge_delay_s
 
 WHEN = datetime(2025, 6, 2, 8, 30, tzinfo=UTC)  # a Monday, bucket 34
 
@@ -157,8 +158,10 @@ def _point_segment_distance(px: float, py: float, ax, ay, bx, by) -> np.ndarray:
 
 
 def test_edge_weights_are_integer_travel_times(case: Case) -> None:
+    """Drive time at the edge's speed plus the base model's time lost at its controls, in ms."""
     net = case.net
-    expected = np.maximum(1, np.round(net.edge_length_m / (net.edge_speed_kph / 3.6) * 1000)).astype(np.int64)
+    delay = edge_delay_s(net)
+    expected = np.maximum(1, np.round((net.edge_length_m / (net.edge_speed_kph / 3.6) + delay) * 1000)).astype(np.int64)
     np.testing.assert_array_equal(case.weights, expected)
 
 
@@ -527,8 +530,9 @@ def test_service_without_map(repository: MapRepository) -> None:
 
 
 def _free_flow_ms(net: RoadNetwork, speed: np.ndarray | None = None) -> np.ndarray:
+    """Base-model weights: drive time at ``speed`` (the free-flow speed by default) plus time lost at controls."""
     s = net.edge_speed_kph if speed is None else speed
-    return np.maximum(1, np.round(net.edge_length_m / (s / 3.6) * 1000)).astype(np.int64)
+    return np.maximum(1, np.round((net.edge_length_m / (s / 3.6) + edge_delay_s(net)) * 1000)).astype(np.int64)
 
 
 def test_live_observation_slows_one_edge(service: RoadGraphService) -> None:
@@ -558,7 +562,8 @@ def test_live_observation_slows_one_edge(service: RoadGraphService) -> None:
     others = np.arange(w0.size) != edge
     np.testing.assert_array_equal(w1[others], w0[others])
     assert w1[edge] == max(1, round(net.edge_length_m[edge] / (slow / 3.6) * 1000))
-    assert w1[edge] / w0[edge] == pytest.approx(10.0, rel=1e-3 + 1.0 / w0[edge])
+    drive_ms = net.edge_length_m[edge] / (net.edge_speed_kph[edge] / 3.6) * 1000
+    assert w1[edge] / drive_ms == pytest.approx(10.0, rel=1e-3 + 1.0 / w0[edge])
 
     (new_leg,) = after.route(ph, soon)
     new_path = list(new_leg.nodes)
