@@ -37,7 +37,9 @@ class TripPaths:
         return TripPaths(self.trips.take(idx), self.kept[idx], self.coverage[idx], self.route_m[idx])
 
 
-def trip_paths(snapshot: RoutingSnapshot, trips: Trips, when: datetime, snap_limit_m: float = SNAP_LIMIT_M) -> TripPaths:
+def trip_paths(
+    snapshot: RoutingSnapshot, trips: Trips, when: datetime, snap_limit_m: float = SNAP_LIMIT_M
+) -> TripPaths:
     """Snap both ends of each trip and take the fastest path under ``when``'s travel times
     (the paths a driver would take are fixed before any learning; the learner then fits times)."""
     g = snapshot.graph

@@ -62,7 +62,9 @@ def predict_trips(model: EtaGnn, inputs: EdgeInputs, base_s: np.ndarray, trips: 
         return _trip_log_pred(model, _tensors(inputs), torch.from_numpy(base_s.astype(np.float32)), trips).exp().numpy()
 
 
-def _trip_log_pred(model: EtaGnn, tensors: tuple[torch.Tensor, ...], base: torch.Tensor, trips: TripBatch) -> torch.Tensor:
+def _trip_log_pred(
+    model: EtaGnn, tensors: tuple[torch.Tensor, ...], base: torch.Tensor, trips: TripBatch
+) -> torch.Tensor:
     h = model.edge_embedding(*tensors)
     row = torch.from_numpy(trips.row)
     edge = torch.from_numpy(trips.edge)
