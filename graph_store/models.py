@@ -14,9 +14,11 @@ from sqlalchemy import (
     ForeignKey,
     Index,
     Integer,
+    LargeBinary,
     SmallInteger,
     String,
     Text,
+    UniqueConstraint,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
@@ -174,3 +176,24 @@ class ApiToken(Base):
     rate_per_s: Mapped[float | None] = mapped_column(Float, nullable=True)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     revoked_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+
+
+class LearnedTravelProfile(Base):
+    """A travel-time profile learned from trips or pings for one map: an ONNX model giving each
+    directed edge a time multiplier per moment of the week. At most one per map is active."""
+
+    __tablename__ = "learned_travel_profiles"
+    __table_args__ = (
+        UniqueConstraint("map_version_id", "version", name="uq_learned_travel_profiles_version"),
+        Index("ix_learned_travel_profiles_map", "map_version_id", "is_active"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    map_version_id: Mapped[int] = mapped_column(ForeignKey("map_versions.id", ondelete="CASCADE"))
+    version: Mapped[str] = mapped_column(String(32))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    source: Mapped[str] = mapped_column(String(16))  # 'trips' | 'pings'
+    timezone: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    onnx_model: Mapped[bytes] = mapped_column(LargeBinary)
+    metrics_json: Mapped[str] = mapped_column(Text)
+    is_active: Mapped[bool] = mapped_column(Boolean, default=False)

@@ -2,18 +2,28 @@
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from sqlalchemy import Engine, create_engine, event, func, insert, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from graph_store import polyline
-from graph_store.models import LiveTrafficObservation, MapVersion, RoadEdge, RoadNode, TrafficProfile
+from graph_store.learned_profile import LearnedProfile
+from graph_store.models import (
+    LearnedTravelProfile,
+    LiveTrafficObservation,
+    MapVersion,
+    RoadEdge,
+    RoadNode,
+    TrafficProfile,
+)
 from graph_store.osm_import import RoadNetwork, check_map_file, file_checksum, read_osm
 from graph_store.traffic import DayType, LiveObservation, ProfileEntry, TrafficState
 
@@ -76,6 +86,8 @@ class MapRepository:
 
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
+        # Built profiles by (map, version): an ONNX session and its per-bucket results outlive epochs.
+        self._learned: dict[tuple[int, str], LearnedProfile] = {}
         self.sessions = sessionmaker(engine, expire_on_commit=False)
 
     # -- maps ------------------------------------------------------------------------
@@ -249,7 +261,79 @@ class MapRepository:
                     .order_by(LiveTrafficObservation.id)
                 )
             )
-            return TrafficState(epoch=row.traffic_epoch, profile=profile, live=live)
+            learned_row = session.scalars(
+                select(LearnedTravelProfile).where(
+                    LearnedTravelProfile.map_version_id == map_id, LearnedTravelProfile.is_active.is_(True)
+                )
+            ).first()
+            learned = None if learned_row is None else self._built_profile(learned_row, row.edge_count)
+            return TrafficState(epoch=row.traffic_epoch, profile=profile, live=live, learned=learned)
+
+    def _built_profile(self, row: LearnedTravelProfile, edge_count: int) -> LearnedProfile:
+        key = (row.map_version_id, row.version)
+        hit = self._learned.get(key)
+        if hit is None:
+            hit = LearnedProfile(row.version, row.onnx_model, edge_count, row.timezone, json.loads(row.metrics_json))
+            self._learned = {key: hit}  # the one in force; an older one is dropped
+        return hit
+
+    def save_learned_profile(self, map_id: int, version: str, onnx_model: bytes, metrics: dict[str, Any], *,
+                             source: str, timezone: str | None, activate: bool = True) -> int:  # fmt: skip
+        """Store a learned profile (the same version again is kept once) and, with ``activate``, make
+        it the one in force: the traffic epoch moves on, so every process picks it up. Returns the epoch."""
+        with self.sessions.begin() as session:
+            row = session.get(MapVersion, map_id)
+            if row is None:
+                raise LookupError(f"no map version {map_id}")
+            existing = session.scalars(
+                select(LearnedTravelProfile).where(
+                    LearnedTravelProfile.map_version_id == map_id, LearnedTravelProfile.version == version
+                )
+            ).first()
+            if existing is None:
+                session.add(LearnedTravelProfile(
+                    map_version_id=map_id, version=version, created_at=datetime.now(UTC), source=source,
+                    timezone=timezone, onnx_model=onnx_model, metrics_json=json.dumps(metrics), is_active=False,
+                ))  # fmt: skip
+                session.flush()
+            if not activate:
+                return row.traffic_epoch
+            return self._activate_learned(session, map_id, version)
+
+    def activate_learned_profile(self, map_id: int, version: str | None) -> int:
+        """Put a stored profile in force (``None``: none, back to the base model); returns the epoch."""
+        with self.sessions.begin() as session:
+            if (
+                version is not None
+                and session.scalars(
+                    select(LearnedTravelProfile.id).where(
+                        LearnedTravelProfile.map_version_id == map_id, LearnedTravelProfile.version == version
+                    )
+                ).first()
+                is None
+            ):
+                raise LookupError(f"no learned profile {version!r} for map {map_id}")
+            return self._activate_learned(session, map_id, version)
+
+    def _activate_learned(self, session: Session, map_id: int, version: str | None) -> int:
+        session.execute(
+            update(LearnedTravelProfile)
+            .where(LearnedTravelProfile.map_version_id == map_id)
+            .values(is_active=LearnedTravelProfile.version == version if version is not None else False)
+        )
+        return self._bump_epoch(session, map_id)
+
+    def learned_profiles(self, map_id: int) -> list[dict[str, Any]]:
+        """Stored profiles of a map, newest first: version, created_at, source, active, metrics."""
+        with self.sessions() as session:
+            rows = session.execute(
+                select(LearnedTravelProfile.version, LearnedTravelProfile.created_at, LearnedTravelProfile.source,
+                       LearnedTravelProfile.is_active, LearnedTravelProfile.metrics_json, LearnedTravelProfile.timezone)
+                .where(LearnedTravelProfile.map_version_id == map_id)
+                .order_by(LearnedTravelProfile.id.desc())
+            ).all()  # fmt: skip
+        return [{"version": r[0], "created_at": _aware(r[1]).isoformat(), "source": r[2], "active": bool(r[3]),
+                 "metrics": json.loads(r[4]), "timezone": r[5]} for r in rows]  # fmt: skip
 
     def add_observations(self, map_id: int, observations: Iterable[LiveObservation], source: str = "api") -> int:
         """Store live observations and bump the traffic epoch; returns the new epoch."""

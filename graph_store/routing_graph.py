@@ -289,10 +289,7 @@ class RoutingSnapshot:
         live, _ = self.traffic.active_live(when)
         live = live[live < base.size]
         learned = self.traffic.learned
-        if learned is not None:
-            out = base[:, None] * learned.multipliers(when)
-        else:
-            out = np.repeat(base[:, None], 3, axis=1)
+        out = base[:, None] * (np.ones((1, 3)) if learned is None else learned.multipliers(when))
         if live.size:
             out[live] = (self.graph.edge_length_m[live] / (speeds[live] / 3.6))[:, None]
         return out

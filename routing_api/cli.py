@@ -145,12 +145,23 @@ def cmd_maps(args: argparse.Namespace) -> int:
 
 def cmd_traffic(args: argparse.Namespace) -> int:
     from graph_store.traffic import DayType, LiveObservation, ProfileEntry
+    from travel_times import cli as learn_cli
 
+    try:
+        learn_cli.check_arguments(args)
+    except learn_cli.LearnError as exc:
+        raise CliError(str(exc)) from None
     container = _container()
     try:
         active = container.maps.active_map()
         if active is None:
             raise CliError("no active map: run `routing import-map` first")
+        if args.action in ("learn", "learned"):
+            try:
+                print(learn_cli.format_result(learn_cli.run(args, container.maps, active)))
+            except learn_cli.LearnError as exc:
+                raise CliError(str(exc)) from None
+            return 0
         if args.action == "observe":
             now = datetime.now(UTC)
             if not 0 <= args.edge < active.edge_count:
@@ -342,6 +353,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from travel_times import cli as learn_cli
+
     parser = argparse.ArgumentParser(prog="routing", description="Real-time routing service.")
     sub = parser.add_subparsers(dest="command", required=True)
 
@@ -385,6 +398,7 @@ def build_parser() -> argparse.ArgumentParser:
     prof = tsub.add_parser("profile", help="replace the speed profile from a CSV "
                            "(day_type,bucket,road_class,edge,speed_factor)")  # fmt: skip
     prof.add_argument("file")
+    learn_cli.add_arguments(tsub)
     traffic.set_defaults(func=cmd_traffic)
 
     train = sub.add_parser("train", help="train the edge-scoring GNN and write its checkpoint")

@@ -61,8 +61,12 @@ def batch_of(paths: TripPaths) -> TripBatch:
                      minute_of_week(paths.trips.pickup_at), paths.trips.duration_s.astype(np.float64))  # fmt: skip
 
 
-def prepare(graph: RoadGraph, trips: Trips) -> Prepared:
+def prepare(graph: RoadGraph, trips: Trips | TripPaths) -> Prepared:
+    """Trips with their paths: a trip file's trips are cleaned and routed; ``TripPaths`` (matched
+    driver pings, whose paths are known) are taken as they are."""
     inputs, base_s, cls = edge_model_inputs(graph)
+    if isinstance(trips, TripPaths):
+        return Prepared(graph, inputs, base_s, cls, trips, batch_of(trips), len(trips), len(trips))
     clean = trips.take(clean_mask(trips))
     paths = trip_paths(RoutingSnapshot(graph, TrafficState()), clean, _PATH_TIME)
     return Prepared(graph, inputs, base_s, cls, paths, batch_of(paths), len(trips), len(clean))
@@ -144,7 +148,7 @@ class LearnedResult:
     metrics: dict[str, Any] = field(default_factory=dict)
 
 
-def learn_profile(graph: RoadGraph, trips: Trips, *, holdout_share: float = 0.15, seed: int = 0,
+def learn_profile(graph: RoadGraph, trips: Trips | TripPaths, *, holdout_share: float = 0.15, seed: int = 0,
                   max_epochs: int = 400, source: str = "trips") -> LearnedResult:  # fmt: skip
     """Evaluate on the latest ``holdout_share`` of the trips (trained on the earlier ones), then
     train on all of them and export the profile to ONNX (parity with torch checked)."""
