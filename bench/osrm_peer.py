@@ -312,7 +312,14 @@ class OsrmPeer:
     def _get(self, path: str, params: dict[str, str]) -> dict[str, Any]:
         if self._client is None:
             raise OsrmError("OsrmPeer is not running (use it as a context manager)")
-        resp = self._client.get(path, params=params)
+        # osrm-routed closes idle keep-alive connections: a request on one that just closed is sent again.
+        for attempt in range(3):
+            try:
+                resp = self._client.get(path, params=params)
+                break
+            except (httpx.RemoteProtocolError, httpx.ReadError, httpx.ConnectError):
+                if attempt == 2:
+                    raise
         try:
             body: dict[str, Any] = resp.json()
         except ValueError as e:

@@ -76,6 +76,9 @@ class Leg:
     lat: np.ndarray
     lon: np.ndarray
     nodes: tuple[int, ...]
+    # The same path's seconds at the 10th and 90th percentiles of the learned profile; None without one.
+    duration_p10_s: float | None = None
+    duration_p90_s: float | None = None
 
 
 @dataclass(frozen=True)
@@ -248,11 +251,31 @@ class RoadGraph:
 class RoutingSnapshot:
     """A road graph under one traffic state: immutable, safe to share between threads."""
 
-    def __init__(self, graph: RoadGraph, traffic: TrafficState) -> None:
+    QUANTILES = (0.1, 0.5, 0.9)
+
+    def __init__(self, graph: RoadGraph, traffic: TrafficState, quantile: float = 0.5) -> None:
+        if quantile not in self.QUANTILES:
+            raise ValueError(f"quantile must be one of {self.QUANTILES}, got {quantile}")
         self.graph = graph
         self.traffic = traffic
+        self.quantile = quantile
+        self._column = self.QUANTILES.index(quantile)
         self._cch: OrderedDict[tuple[object, ...], tuple[pyroutingkit.CCH, np.ndarray]] = OrderedDict()
         self._lock = threading.Lock()
+        self._siblings: dict[float, RoutingSnapshot] = {quantile: self}
+
+    def at_quantile(self, quantile: float) -> RoutingSnapshot:
+        """This snapshot with routes and matrices costed at another quantile of the learned travel
+        times (0.9: a cautious plan); the same one when there is no learned profile."""
+        if self.traffic.learned is None:
+            return self
+        with self._lock:
+            sib = self._siblings.get(quantile)
+            if sib is None:
+                sib = RoutingSnapshot(self.graph, self.traffic, quantile)
+                sib._siblings = self._siblings
+                self._siblings[quantile] = sib
+        return sib
 
     @property
     def epoch(self) -> int:
@@ -270,7 +293,7 @@ class RoutingSnapshot:
             if hit is not None:
                 self._cch.move_to_end(key)
                 return hit
-        weights = np.maximum(1, np.round(self.edge_seconds(when)[:, 1] * 1000.0)).astype(np.int64)
+        weights = np.maximum(1, np.round(self.edge_seconds(when)[:, self._column] * 1000.0)).astype(np.int64)
         entry = (self.graph.new_cch(weights), weights)
         with self._lock:
             self._cch[key] = entry
@@ -518,6 +541,11 @@ class RoutingSnapshot:
         leg, edge, f0, f1, paths = pieces.leg, pieces.edge, pieces.f0, pieces.f1, pieces.paths
         per_leg = np.bincount(leg, minlength=n - 1)
         distance = np.bincount(leg, weights=g.edge_length_m[edge] * (f1 - f0), minlength=n - 1)
+        spread: list[list[float | None]] = [[None] * (n - 1), [None] * (n - 1)]
+        if self.traffic.learned is not None:
+            secs = self.edge_seconds(when)
+            for row, col in ((0, 0), (1, 2)):
+                spread[row] = np.bincount(leg, weights=secs[edge, col] * (f1 - f0), minlength=n - 1).tolist()
         # Zero-length end pieces (a point at an intersection) add nothing, unless the leg is only that.
         kept = (f1 > f0) | (per_leg[leg] == 1)
         k_leg = leg[kept]
@@ -534,7 +562,8 @@ class RoutingSnapshot:
                 # has zero length, and the leg is that one point.
                 la = np.asarray([froms.lat[k], tos.lat[k]])
                 lo = np.asarray([froms.lon[k], tos.lon[k]])
-            legs.append(Leg(float(best[k]) / 1000.0, float(distance[k]), la, lo, tuple(paths[k])))
+            legs.append(Leg(float(best[k]) / 1000.0, float(distance[k]), la, lo, tuple(paths[k]), spread[0][k],
+                            spread[1][k]))  # fmt: skip
         return legs
 
 

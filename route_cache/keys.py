@@ -48,6 +48,7 @@ def route_cache_key(
     graph_version: int | str,
     traffic_epoch: int,
     model_version: str,
+    travel_profile: str | None = None,
 ) -> str:
     """The cache key of one route request: ``"route:v1:"`` + 64 hex digits.
 
@@ -70,6 +71,8 @@ def route_cache_key(
         graph_version: the road graph (map import) version.
         traffic_epoch: the traffic epoch of the snapshot the matrix came from.
         model_version: the model artifact checksum (and backend, if it matters).
+        travel_profile: the learned travel-time profile in force (None: none; then the key is
+            the same as before such profiles existed).
 
     Raises:
         TypeError: a value that is not plain JSON data (a set, an object, a non-str
@@ -86,5 +89,7 @@ def route_cache_key(
         "traffic_epoch": _plain(traffic_epoch),
         "model_version": _plain(model_version),
     }
+    if travel_profile is not None:
+        document["travel_profile"] = _plain(travel_profile)
     digest = hashlib.sha256(_canonical_json(document).encode("ascii")).hexdigest()
     return ROUTE_KEY_PREFIX + digest

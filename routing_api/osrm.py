@@ -215,7 +215,8 @@ def route_body(legs: list[Leg], overview: str, geometries: str) -> dict[str, Any
 
 
 def _versions(snapshot: RoutingSnapshot) -> dict[str, Any]:
-    return {"graph_version": snapshot.graph.map_version, "traffic_epoch": snapshot.epoch}
+    return {"graph_version": snapshot.graph.map_version, "traffic_epoch": snapshot.epoch,
+            "travel_profile": snapshot.traffic.learned_version}  # fmt: skip
 
 
 def _run(handler, request: Request, *args: Any) -> Response:  # type: ignore[no-untyped-def]

@@ -78,6 +78,10 @@ class Ingested:
         return replace(self.template, matrix=matrix)
 
 
+def _round(value: float | None) -> float | None:
+    return None if value is None else round(value, 1)
+
+
 def _sequence(problem: Problem, order: list[int]) -> list[int]:
     """Every node the route passes, in order: the start, the stops, then the end (if any)."""
     seq = [0, *order]
@@ -114,7 +118,8 @@ class RouteService:
         if len(req.stops) > self.settings.max_stops:
             raise RouteError(422, "too_many_stops", f"at most {self.settings.max_stops} stops per request",
                              ["body", "stops"])  # fmt: skip
-        snapshot = self.graph.snapshot
+        # A cautious plan (options.eta_quantile 0.9) costs everything at that quantile of the learned times.
+        snapshot = self.graph.snapshot.at_quantile(req.options.eta_quantile)
         lat = [req.start.lat] + [s.lat for s in req.stops]
         lon = [req.start.lon] + [s.lon for s in req.stops]
         fixed_end = not isinstance(req.end, str)
@@ -143,6 +148,8 @@ class RouteService:
         except ValueError as exc:
             raise RouteError(422, "invalid_problem", str(exc), ["body"]) from None
         day, bucket = bucket_of(depart_at)
+        learned = snapshot.traffic.learned
+        depart_bucket = int(day) * 100 + bucket if learned is None else 1000 + learned.bucket_of(depart_at)
         descriptors = [
             (s.id, int(points.edge[i]), round(float(points.fraction[i]) * 1e4), round(service[i], 1),
              round(earliest[i], 1), None if math.isinf(latest[i]) else round(latest[i], 1))
@@ -153,8 +160,9 @@ class RouteService:
         )
         key = route_cache_key(
             snapped_stops=descriptors, start=(int(points.edge[0]), round(float(points.fraction[0]) * 1e4)),
-            end=end_desc, depart_bucket=int(day) * 100 + bucket, options=req.options.model_dump(),
+            end=end_desc, depart_bucket=depart_bucket, options=req.options.model_dump(),
             graph_version=snapshot.graph.map_version, traffic_epoch=snapshot.epoch, model_version=self.model_version,
+            travel_profile=snapshot.traffic.learned_version,
         )  # fmt: skip
         return Ingested(snapshot, template, points, [s.id for s in req.stops], depart_at, key)
 
@@ -196,7 +204,8 @@ class RouteService:
                                         np.asarray([leg.lat.size for leg in legs]), 6)  # fmt: skip
         return {
             "order": order,
-            "legs": [{"duration_s": leg.duration_s, "distance_m": leg.distance_m, "geometry": text}
+            "legs": [{"duration_s": leg.duration_s, "distance_m": leg.distance_m, "geometry": text,
+                      "duration_p10_s": leg.duration_p10_s, "duration_p90_s": leg.duration_p90_s}
                      for leg, text in zip(legs, geometry, strict=True)],
             "served_by": {"worker": reply.worker, "batch_size": reply.batch_size, "backend": reply.backend},
             "guided": reply.guided, "degraded": degraded,
@@ -216,13 +225,22 @@ class RouteService:
         seq_names = ["start"] + [names[i] for i in order] + ([] if ing.template.end is EndKind.OPEN else ["end"])
         legs = [
             {"from": seq_names[k], "to": seq_names[k + 1], "duration_s": round(leg["duration_s"], 1),
+             "duration_p10_s": _round(leg.get("duration_p10_s")), "duration_p90_s": _round(leg.get("duration_p90_s")),
              "distance_m": round(leg["distance_m"], 1), "geometry": leg["geometry"]}
             for k, leg in enumerate(solved["legs"])
         ]  # fmt: skip
+        # Arrival intervals: the same route driven with every leg at its 10th (90th) percentile. Delays
+        # on one route share one day's traffic, so legs are taken as moving together (quantiles add up).
+        spread: dict[str, Any] = {"p10": None, "p90": None}
+        if solved["legs"] and all(leg.get("duration_p10_s") is not None for leg in solved["legs"]):
+            for q in spread:
+                spread[q] = evaluate(ing.along(seq, [leg[f"duration_{q}_s"] for leg in solved["legs"]]), order)
         stops = [
             {"id": names[node], "arrival": (t0 + timedelta(seconds=float(ev.arrival[k]))).isoformat(),
              "departure": (t0 + timedelta(seconds=float(ev.departure[k]))).isoformat(),
-             "late_s": round(float(ev.lateness[k]), 1)}
+             "late_s": round(float(ev.lateness[k]), 1),
+             **{f"arrival_{q}": None if e is None else (t0 + timedelta(seconds=float(e.arrival[k]))).isoformat()
+                for q, e in spread.items()}}
             for k, node in enumerate(order)
         ]  # fmt: skip
         snap = ing.snapshot
@@ -233,7 +251,8 @@ class RouteService:
             "feasible": ev.feasible, "late_stops": [names[i] for i in ev.late_stops], "guided": solved["guided"],
             "degraded": solved.get("degraded", False),
             "versions": {"graph": snap.graph.map_version, "traffic_epoch": snap.epoch, "model": solved["model"],
-                         "backend": solved["served_by"]["backend"]},
+                         "backend": solved["served_by"]["backend"], "travel_profile": snap.traffic.learned_version},
+            "eta_quantile": snap.quantile,
             "cache": cache, "served_by": solved["served_by"], "timings_ms": {k: round(v, 3) for k, v in timings.items()},
         }  # fmt: skip
 

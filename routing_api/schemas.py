@@ -52,6 +52,11 @@ class StopIn(BaseModel):
 
 class RouteOptions(BaseModel):
     time_budget_ms: float = Field(50.0, ge=1, le=10_000, description="Search time budget, milliseconds")
+    eta_quantile: Literal[0.1, 0.5, 0.9] = Field(
+        0.5,
+        description="Quantile of the learned travel times the plan is costed at: 0.5 the median, 0.9 a cautious "
+        "plan for time windows (no effect without a learned profile)",
+    )
 
 
 class RouteRequestIn(BaseModel):
@@ -98,6 +103,12 @@ class StopPlan(BaseModel):
     arrival: datetime
     departure: datetime
     late_s: float
+    arrival_p10: datetime | None = Field(
+        None, description="Arrival if every leg runs at its 10th percentile (learned profile)"
+    )
+    arrival_p90: datetime | None = Field(
+        None, description="Arrival if every leg runs at its 90th percentile (learned profile)"
+    )
 
 
 class Leg(BaseModel):
@@ -106,6 +117,8 @@ class Leg(BaseModel):
     from_: str = Field(alias="from")
     to: str
     duration_s: float
+    duration_p10_s: float | None = None
+    duration_p90_s: float | None = None
     distance_m: float
     geometry: str = Field(description="Encoded polyline, precision 6")
 
@@ -115,6 +128,7 @@ class Versions(BaseModel):
     traffic_epoch: int
     model: str
     backend: str
+    travel_profile: str | None = Field(None, description="Learned travel-time profile in force (None: base model)")
 
 
 class ServedBy(BaseModel):
@@ -140,6 +154,7 @@ class RoutePublic(BaseModel):
         "(served_by.backend is then `fallback:knn`); such answers are not cached",
     )
     versions: Versions
+    eta_quantile: float = Field(0.5, description="Quantile of the learned travel times the plan was costed at")
     cache: Literal["hit", "miss"]
     served_by: ServedBy
     timings_ms: dict[str, float]
