@@ -52,11 +52,18 @@ class StopIn(BaseModel):
 
 class RouteOptions(BaseModel):
     time_budget_ms: float = Field(50.0, ge=1, le=10_000, description="Search time budget, milliseconds")
-    eta_quantile: Literal[0.1, 0.5, 0.9] = Field(
+    eta_quantile: float = Field(
         0.5,
         description="Quantile of the learned travel times the plan is costed at: 0.5 the median, 0.9 a cautious "
-        "plan for time windows (no effect without a learned profile)",
+        "plan for time windows (no effect without a learned profile); one of 0.1, 0.5, 0.9",
     )
+
+    @field_validator("eta_quantile")
+    @classmethod
+    def _known_quantile(cls, q: float) -> float:
+        if q not in (0.1, 0.5, 0.9):
+            raise ValueError(f"eta_quantile must be one of 0.1, 0.5, 0.9 (the learned quantiles), got {q}")
+        return q
 
 
 class RouteRequestIn(BaseModel):

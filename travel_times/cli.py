@@ -13,6 +13,7 @@ from typing import Any
 from gnn_model.eta.trips import FORMATS, TripFileError, Trips, read_trips
 from graph_store.repository import MapInfo, MapRepository
 from graph_store.routing_graph import RoadGraph
+from travel_times.dataset import TripPaths
 
 # The clock the trip formats record their times on.
 FORMAT_TIMEZONE = {"nyc-kaggle": "America/New_York", "nyc-taxi": "America/New_York"}
@@ -68,6 +69,7 @@ def run(args: argparse.Namespace, repo: MapRepository, active: MapInfo) -> dict[
     from travel_times.learn import learn_profile
 
     graph = RoadGraph(repo.load_network(active.id), map_version=active.id, name=active.name)
+    trips: Trips | TripPaths
     if args.trips:
         try:
             trips = read_trips(Path(args.trips), args.format)
@@ -96,7 +98,7 @@ def run(args: argparse.Namespace, repo: MapRepository, active: MapInfo) -> dict[
             "metrics": result.metrics}  # fmt: skip
 
 
-def _learn(learn_profile: Any, graph: RoadGraph, trips: Trips, args: argparse.Namespace, source: str) -> Any:
+def _learn(learn_profile: Any, graph: RoadGraph, trips: Trips | TripPaths, args: argparse.Namespace, source: str) -> Any:
     return learn_profile(graph, trips, holdout_share=args.holdout_share, seed=args.seed, max_epochs=args.max_epochs,
                          source=source)  # fmt: skip
 

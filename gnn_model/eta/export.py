@@ -4,7 +4,8 @@ output ``multipliers`` [T, E, 3]), and the parity check against torch."""
 from __future__ import annotations
 
 import hashlib
-import io
+import tempfile
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -17,14 +18,14 @@ OPSET = 17
 
 def export_onnx(model: EtaGnn, inputs: EdgeInputs) -> bytes:
     wrapper = EtaExport(model, inputs.x, inputs.edge_index, inputs.in_norm, inputs.out_norm).eval()
-    buf = io.BytesIO()
-    with torch.no_grad():
+    with tempfile.TemporaryDirectory(prefix="eta-onnx-") as tmp, torch.no_grad():
+        path = Path(tmp) / "eta.onnx"
         torch.onnx.export(
-            wrapper, (torch.tensor([7.5], dtype=torch.float32),), buf, input_names=["minutes"],
+            wrapper, (torch.tensor([7.5], dtype=torch.float32),), str(path), input_names=["minutes"],
             output_names=["multipliers"], dynamic_axes={"minutes": {0: "moments"}, "multipliers": {0: "moments"}},
             opset_version=OPSET, dynamo=False, do_constant_folding=True,
         )  # fmt: skip
-    return buf.getvalue()
+        return path.read_bytes()
 
 
 def torch_multipliers(model: EtaGnn, inputs: EdgeInputs, minutes: np.ndarray) -> np.ndarray:
