@@ -36,6 +36,22 @@ class SnapResult:
     distance_m: np.ndarray
 
 
+@dataclass(frozen=True)
+class Candidates:
+    """Road positions near each of several points (``SegmentIndex.within``): one row per
+    (point, indexed edge), sorted by point then distance. ``edge``, ``fraction``, ``lat``,
+    ``lon`` and ``distance_m`` mean what they mean in ``SnapResult``; ``point`` is the row's
+    input point, and ``offsets`` (one more than there are points) delimits each point's rows."""
+
+    point: np.ndarray  # int64
+    edge: np.ndarray  # int64
+    fraction: np.ndarray  # float64
+    lat: np.ndarray
+    lon: np.ndarray
+    distance_m: np.ndarray
+    offsets: np.ndarray  # int64[n + 1]
+
+
 class SegmentIndex:
     """Nearest-segment lookup over a set of polylines (one per indexed edge)."""
 
@@ -125,3 +141,49 @@ class SegmentIndex:
         py = self.ay[out_seg] + out_t * (self.by[out_seg] - self.ay[out_seg])
         slat, slon = self.projection.to_latlon(px, py)
         return SnapResult(edge=edge, fraction=np.clip(fraction, 0.0, 1.0), lat=slat, lon=slon, distance_m=out_d)
+
+    def within(self, lat: np.ndarray, lon: np.ndarray, radius_m: np.ndarray | float,
+               max_per_point: int | None = None) -> Candidates:  # fmt: skip
+        """Every indexed edge that passes within ``radius_m`` (one value, or one per point) of
+        each point, at its closest position to the point (one row per edge, however often its
+        polyline comes near); only the ``max_per_point`` nearest per point when given. Exact, as
+        ``snap`` is: the ball query over samples is widened by half the sample spacing, then
+        true point-to-segment distances decide."""
+        qx, qy = self.projection.to_xy(np.asarray(lat, float), np.asarray(lon, float))
+        qx, qy = np.atleast_1d(qx), np.atleast_1d(qy)
+        n = qx.size
+        radius = np.broadcast_to(np.asarray(radius_m, dtype=np.float64), (n,))
+        hits = self.tree.query_ball_point(np.column_stack((qx, qy)), r=radius + self._slack)
+        counts = np.fromiter((len(h) for h in hits), dtype=np.int64, count=n)
+        samples = np.fromiter((s for h in hits for s in h), dtype=np.int64, count=int(counts.sum()))
+        # One row per distinct (point, segment) ...
+        seg_count = self.seg_len.size
+        key = np.unique(np.repeat(np.arange(n, dtype=np.int64), counts) * seg_count + self.sample_owner[samples])
+        pt, seg = np.divmod(key, seg_count)
+        ax, ay = self.ax[seg], self.ay[seg]
+        dx, dy = self.bx[seg] - ax, self.by[seg] - ay
+        denom = dx * dx + dy * dy
+        safe = np.where(denom > 0, denom, 1.0)
+        t = np.clip(np.where(denom > 0, ((qx[pt] - ax) * dx + (qy[pt] - ay) * dy) / safe, 0.0), 0.0, 1.0)
+        px, py = ax + t * dx, ay + t * dy
+        dist = np.hypot(px - qx[pt], py - qy[pt])
+        inside = dist <= radius[pt]
+        pt, seg, t, px, py, dist = pt[inside], seg[inside], t[inside], px[inside], py[inside], dist[inside]
+        # ... then per (point, edge) its closest segment (ties: lowest segment id), nearest first.
+        edge = self.seg_edge[seg]
+        order = np.lexsort((seg, dist, edge, pt))
+        pair = pt[order] * (int(self.edge_len.size) + 1) + edge[order]
+        first = np.ones(order.size, dtype=bool)
+        first[1:] = pair[1:] != pair[:-1]
+        keep = order[first]
+        keep = keep[np.lexsort((edge[keep], dist[keep], pt[keep]))]
+        if max_per_point is not None:
+            rank = np.arange(keep.size) - np.searchsorted(pt[keep], pt[keep], side="left")
+            keep = keep[rank < max_per_point]
+        pt, seg, t, px, py, dist, edge = pt[keep], seg[keep], t[keep], px[keep], py[keep], dist[keep], edge[keep]
+        along = self.seg_cum[seg] + t * self.seg_len[seg]
+        total = self.edge_len[edge]
+        fraction = np.clip(np.where(total > 0, along / np.where(total > 0, total, 1), 0.0), 0.0, 1.0)
+        slat, slon = self.projection.to_latlon(px, py)
+        offsets = np.searchsorted(pt, np.arange(n + 1), side="left").astype(np.int64)
+        return Candidates(pt, edge.astype(np.int64), fraction, np.atleast_1d(slat), np.atleast_1d(slon), dist, offsets)

@@ -16,7 +16,7 @@ from sqlalchemy import text
 from sqlalchemy.exc import InterfaceError, OperationalError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from routing_api import admin_api, driver_api, osrm, osrm_trip
+from routing_api import admin_api, driver_api, osrm, osrm_match, osrm_trip
 from routing_api.admin import page as admin_page
 from routing_api.auth import AuthError, require_dispatcher
 from routing_api.bootstrap import Container, bootstrap, start_serving, stop_serving, use_model
@@ -59,6 +59,7 @@ def create_app(settings: Settings | None = None, container: Container | None = N
     dispatcher_only = [Depends(require_dispatcher)]
     app.include_router(osrm.router, dependencies=dispatcher_only)
     app.include_router(osrm_trip.router, dependencies=dispatcher_only)
+    app.include_router(osrm_match.router, dependencies=dispatcher_only)
     app.include_router(driver_api.router)
     app.include_router(admin_api.router)
     app.include_router(admin_page.router)
