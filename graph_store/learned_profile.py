@@ -50,7 +50,9 @@ class LearnedProfile:
         self._tz = ZoneInfo(self.timezone) if self.timezone else None
         probe = self.run(np.asarray([7.5], dtype=np.float32))
         if probe.shape != (1, self.edge_count, 3):
-            raise ValueError(f"learned profile {self.version} gives {probe.shape[1]} edges, the map has {self.edge_count}")
+            raise ValueError(
+                f"learned profile {self.version} gives {probe.shape[1]} edges, the map has {self.edge_count}"
+            )
 
     def run(self, minutes: np.ndarray) -> np.ndarray:
         """Multipliers [T, E, 3] at T minutes of the week."""
