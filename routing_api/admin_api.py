@@ -1,5 +1,6 @@
 """Dispatcher endpoints behind the admin UI: overview and KPIs, the road network, the fleet, recent
-requests, live traffic updates and re-planning a driver's remaining stops. Dispatcher tokens only.
+requests, live traffic updates, re-planning a driver's remaining stops and the learned travel-time
+profiles (which one is in force, how each did on held-back trips, switching). Dispatcher tokens only.
 
 (Flushing the route cache and activating another model are ``POST /v1/admin/cache/flush`` and
 ``POST /v1/admin/model`` in ``routing_api.app``.)
@@ -18,7 +19,7 @@ from typing import Any
 import orjson
 from fastapi import APIRouter, Depends, FastAPI, Query, Request
 from fastapi.responses import Response
-from pydantic import BaseModel, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from graph_store.traffic import LiveObservation
 from routing_api.admin.kpis import KpiWindow
@@ -34,6 +35,9 @@ log = logging.getLogger(__name__)
 
 WORKERS_WINDOW_S = 60.0
 MAX_TRAFFIC_EDGES = 20_000
+HOLDOUT_METHODS = ("base", "global_factor", "class_least_squares", "edge_means", "gnn")
+HOLDOUT_FIELDS = ("trips", "mape", "median_ape", "mae_s", "bias", "p10_p90_coverage")
+PROFILE_FACTS = ("trips_on_map", "trained_from", "trained_until", "holdout_from", "holdout_trips", "epochs", "fit_s")
 BACKENDS = ("auto", "onnxruntime", "onnxruntime-int8", "torch", "tensorrt", "none")
 
 
@@ -323,3 +327,64 @@ def models(request: Request) -> Response:
         "backends": list(BACKENDS), "default_checkpoint": str(CHECKPOINT.resolve()),
         "checkpoints": sorted(str(p) for p in found), "hot_swap": c.solver is not None,
     })  # fmt: skip
+
+
+# -- learned travel-time profiles -------------------------------------------------------------
+
+
+def _holdout(metrics: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """Each method's figures on the held-back trips, the known methods first (GNN last), others after."""
+    raw = metrics.get("holdout")
+    if not isinstance(raw, dict):
+        return {}
+    order = [m for m in HOLDOUT_METHODS if m in raw] + sorted(m for m in raw if m not in HOLDOUT_METHODS)
+    return {m: {f: raw[m].get(f) for f in HOLDOUT_FIELDS} for m in order if isinstance(raw[m], dict)}
+
+
+def _profile_row(p: dict[str, Any]) -> dict[str, Any]:
+    metrics = p.get("metrics") or {}
+    return {"version": p["version"], "created_at": p["created_at"], "source": p["source"], "active": p["active"],
+            "timezone": p.get("timezone"), **{k: metrics.get(k) for k in PROFILE_FACTS},
+            "holdout": _holdout(metrics)}  # fmt: skip
+
+
+def _travel_profiles(c: Container) -> dict[str, Any]:
+    snap = c.graph.snapshot
+    return {"map_id": snap.graph.map_version, "in_force": snap.traffic.learned_version, "traffic_epoch": snap.epoch,
+            "profiles": [_profile_row(p) for p in c.maps.learned_profiles(snap.graph.map_version)]}  # fmt: skip
+
+
+@router.get("/travel-profile", summary="Learned travel-time profiles of the map, newest first, and the one in force")
+async def travel_profiles(request: Request) -> Response:
+    c = _container(request)
+    if not c.graph.ready:
+        return _map_not_loaded()
+    return osrm_json(await asyncio.to_thread(_travel_profiles, c))
+
+
+class ProfileActivateIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    version: str | None = Field(
+        description="A stored profile's version; null: none, travel times from the base model", min_length=1,
+        max_length=64,
+    )  # fmt: skip
+
+
+@router.post("/travel-profile/activate",
+             summary="Put another stored learned profile in force (null: the base model); new traffic epoch")  # fmt: skip
+async def activate_travel_profile(body: ProfileActivateIn, request: Request) -> Response:
+    c = _container(request)
+    if not c.graph.ready:
+        return _map_not_loaded()
+    map_id = c.graph.snapshot.graph.map_version
+    before = c.graph.snapshot.traffic.learned_version
+    try:
+        epoch = await asyncio.to_thread(c.maps.activate_learned_profile, map_id, body.version)
+    except LookupError:
+        return _error(404, "not_found", f"no learned travel-time profile {body.version!r} for this map",
+                      ["body", "version"])  # fmt: skip
+    await asyncio.to_thread(c.graph.refresh)  # this process routes with it from now on
+    log.info("admin travel-time profile: %s -> %s, epoch %d", before, body.version, epoch)
+    out = await asyncio.to_thread(_travel_profiles, c)
+    return osrm_json({"previous": before, **out, "traffic_epoch": epoch})

@@ -478,3 +478,92 @@ def test_activate_another_model_backend(open_page: Any, server: LiveServer, api:
     expect(page.get_by_test_id("feedback-model")).to_contain_text(f"on {other}", timeout=120_000)
     expect(page.get_by_test_id("kpi-model")).to_contain_text(f"backend {other}")
     assert api.get("/v1/admin/overview").json()["model"]["backend"] == other
+
+
+def store_profile(server: LiveServer, seed: int, gnn_median: float, *, activate: bool = True) -> str:
+    """An untrained (seeded) ETA GNN of the map, stored as a learned travel-time profile; returns its version."""
+    try:
+        import torch
+
+        from gnn_model.eta.export import export_onnx, version_of
+        from gnn_model.eta.model import EtaConfig, EtaGnn
+        from travel_times.learn import edge_model_inputs
+    except ImportError as exc:
+        require(False, f"the ETA model needs torch: {exc}")
+        raise
+    c = server.container
+    inputs, _, _ = edge_model_inputs(c.graph.snapshot.graph)
+    torch.manual_seed(seed)
+    onnx_model = export_onnx(EtaGnn(EtaConfig(edge_features=int(inputs.x.shape[1]))).eval(), inputs)
+    version = version_of(onnx_model)
+    figures = {"base": 0.312, "global_factor": 0.241, "class_least_squares": 0.208, "edge_means": 0.187,
+               "gnn": gnn_median}  # fmt: skip
+    metrics = {"trips_on_map": 48_213, "trained_from": "2016-01-01T00:00:00", "trained_until": "2016-05-31T23:59:59",
+               "holdout_from": "2016-06-01T00:00:00", "holdout_trips": 6_120, "epochs": 40, "fit_s": 95.2,
+               "holdout": {m: {"trips": 6_120, "mape": round(v * 1.3, 4), "median_ape": v, "mae_s": round(900 * v, 1),
+                               "bias": round(1 + (0.08 if m == "base" else -0.3 * v / 5), 4),
+                               **({"p10_p90_coverage": 0.781} if m == "gnn" else {})}
+                           for m, v in figures.items()}}  # fmt: skip
+    c.maps.save_learned_profile(c.graph.map.id, version, onnx_model, metrics, source="trips",
+                                timezone="America/New_York", activate=activate)  # fmt: skip
+    return version
+
+
+def test_travel_times_panel_shows_and_switches_learned_profiles(
+    open_page: Any, server: LiveServer, api: httpx.Client, fleet: dict[str, Any], capsys: pytest.CaptureFixture[str]
+) -> None:
+    c = server.container
+    page = signed_in(open_page, server)
+    panel = page.get_by_test_id("travel-times")
+    if not c.maps.learned_profiles(c.graph.map.id):
+        expect(page.get_by_test_id("travel-none")).to_be_visible()
+        expect(page.locator("#tp-version")).to_have_text("base model (none)")
+        expect(page.get_by_test_id("activate-profile")).to_be_disabled()
+
+    older = store_profile(server, 1, 0.152, activate=False)
+    newer = store_profile(server, 2, 0.121)
+    c.graph.refresh()  # as the service's traffic refresher would: the new epoch reaches the page on its next poll
+    expect(page.locator("#tp-version")).to_have_text(newer)
+    expect(page.get_by_test_id("travel-none")).to_be_hidden()
+    expect(page.locator("#tp-trips")).to_contain_text("48,213")
+    expect(page.locator("#tp-period")).to_have_text("2016-01-01 → 2016-05-31")
+    rows = page.get_by_test_id("travel-holdout").locator("tbody tr")
+    expect(rows).to_have_count(5)
+    gnn = page.locator("#tp-holdout tr[data-method=gnn]")
+    expect(gnn).to_have_class(re.compile(r"\bgnn\b"))
+    expect(gnn).to_contain_text("GNN")
+    expect(gnn.locator("td")).to_have_text(["GNN (learned profile)", "12.1 %", "15.7 %", "−0.7 %", "78.1 %"])
+    expect(page.locator("#tp-holdout tr[data-method=base] td").nth(4)).to_have_text("–")
+    assert gnn.evaluate("r => getComputedStyle(r.cells[0]).fontWeight") in ("600", "bold")
+
+    # switch to the older profile from the page
+    page.select_option("#tp-select", older)
+    page.get_by_test_id("activate-profile").click()
+    feedback = page.get_by_test_id("feedback-profile")
+    expect(feedback).to_contain_text(f"Travel times now from profile {older}")
+    expect(page.locator("#tp-version")).to_have_text(older)
+    assert c.graph.snapshot.traffic.learned_version == older
+    assert api.get("/v1/admin/travel-profile").json()["in_force"] == older
+    epoch = c.graph.snapshot.epoch
+    expect(page.get_by_test_id("header-epoch")).to_have_text(str(epoch))
+    routed = api.post("/v1/routes", json=fleet["van-1"]).json()
+    assert routed["versions"]["traffic_epoch"] == epoch
+    panel.scroll_into_view_if_needed()
+    ARTIFACTS.mkdir(exist_ok=True)
+    path = ARTIFACTS / "admin-travel-times.png"
+    panel.screenshot(path=str(path))
+    with capsys.disabled():
+        print(f"\nscreenshot: {path}")
+    docs = os.environ.get("ROUTING_DOCS_TRAVEL_SCREENSHOT")
+    if docs:
+        (REPO / docs).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(path, REPO / docs)
+
+    # and back to the base model
+    page.select_option("#tp-select", "")
+    page.get_by_test_id("activate-profile").click()
+    expect(feedback).to_contain_text("Travel times now from the base model")
+    expect(page.locator("#tp-version")).to_have_text("base model (none)")
+    assert c.graph.snapshot.traffic.learned_version is None
+    # nothing in force: the table shows the newest stored profile's evaluation, saying so
+    expect(page.locator("#tp-eval-basis")).to_contain_text(f"{newer} (not in force)")

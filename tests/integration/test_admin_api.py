@@ -16,9 +16,10 @@ from routing_api.app import create_app
 from routing_api.bootstrap import Container, bootstrap
 from routing_api.settings import Settings
 from tests.auth_helpers import bearer, dispatcher_headers
+from tests.conftest import require
 
 READS = ("/v1/admin/overview", "/v1/admin/network", "/v1/admin/drivers", "/v1/admin/requests",
-         "/v1/admin/requests/nope", "/v1/admin/models")  # fmt: skip
+         "/v1/admin/requests/nope", "/v1/admin/models", "/v1/admin/travel-profile")  # fmt: skip
 
 
 @pytest.fixture(scope="module")
@@ -54,7 +55,8 @@ def test_every_admin_endpoint_needs_a_dispatcher_token(app: tuple[TestClient, Co
         assert client.get(path, headers=anonymous).status_code == 401, path
         assert client.get(path, headers=driver).status_code == 403, path
     for path, body in (("/v1/admin/traffic", {"edge": 0, "speed_factor": 0.5}), ("/v1/admin/drivers/van-1/replan", {}),
-                       ("/v1/admin/cache/flush", None), ("/v1/admin/model", {"backend": "none"})):  # fmt: skip
+                       ("/v1/admin/cache/flush", None), ("/v1/admin/model", {"backend": "none"}),
+                       ("/v1/admin/travel-profile/activate", {"version": None})):  # fmt: skip
         assert client.post(path, json=body, headers=anonymous).status_code == 401, path
         assert client.post(path, json=body, headers=driver).status_code == 403, path
     assert client.get("/v1/admin/overview").status_code == 200
@@ -246,3 +248,114 @@ def test_admin_page_is_served_without_a_token(app: tuple[TestClient, Container])
         assert client.get(f"/admin/static/{name}", headers=anonymous).status_code == 200
     for name in ("nope.js", "..%2Fpage.py", "page.py"):
         assert client.get(f"/admin/static/{name}", headers=anonymous).status_code == 404
+
+
+# -- learned travel-time profiles -------------------------------------------------------------
+
+
+def _metrics(gnn_median: float) -> dict[str, Any]:
+    figures = {"base": 0.31, "global_factor": 0.24, "class_least_squares": 0.21, "edge_means": 0.19, "gnn": gnn_median}
+    return {"trips_on_map": 5321, "trained_from": "2016-01-01", "trained_until": "2016-05-31",
+            "holdout_from": "2016-06-01", "holdout_trips": 812, "epochs": 40, "fit_s": 12.5,
+            "onnx_parity_max_abs": 1e-6,
+            "holdout": {m: {"trips": 812, "mape": v + 0.05, "median_ape": v, "mae_s": 100 * v, "bias": 1 - v / 10,
+                            **({"p10_p90_coverage": 0.79} if m == "gnn" else {})}
+                        for m, v in figures.items()}}  # fmt: skip
+
+
+def store_profile(c: Container, seed: int, gnn_median: float, *, activate: bool = True) -> str:
+    """An untrained (seeded) ETA GNN of the active map, stored as a learned profile; returns its version."""
+    try:
+        import torch
+
+        from gnn_model.eta.export import export_onnx, version_of
+        from gnn_model.eta.model import EtaConfig, EtaGnn
+        from travel_times.learn import edge_model_inputs
+    except ImportError as exc:
+        require(False, f"the ETA model needs torch: {exc}")
+        raise
+    inputs, _, _ = edge_model_inputs(c.graph.snapshot.graph)
+    torch.manual_seed(seed)
+    onnx_model = export_onnx(EtaGnn(EtaConfig(edge_features=int(inputs.x.shape[1]))).eval(), inputs)
+    version = version_of(onnx_model)
+    c.maps.save_learned_profile(c.graph.map.id, version, onnx_model, _metrics(gnn_median), source="trips",
+                                timezone="America/New_York", activate=activate)  # fmt: skip
+    return version
+
+
+def test_travel_profile_without_any_learned_one(app: tuple[TestClient, Container]) -> None:
+    client, c = app
+    if c.maps.learned_profiles(c.graph.map.id):
+        pytest.skip("profiles stored already")  # only when this test runs after the ones below
+    res = client.get("/v1/admin/travel-profile").json()
+    assert res["in_force"] is None and res["profiles"] == [] and res["traffic_epoch"] == c.graph.snapshot.epoch
+
+
+def test_travel_profiles_list_activate_and_back_to_base(app: tuple[TestClient, Container], points: list) -> None:
+    client, c = app
+    older = store_profile(c, 1, 0.16, activate=False)
+    newer = store_profile(c, 2, 0.12)
+    assert older != newer
+    # another process stored it: this one sees it once it refreshes (the activate endpoint does that itself)
+    c.graph.refresh()
+    res = client.get("/v1/admin/travel-profile").json()
+    assert res["in_force"] == newer == c.graph.snapshot.traffic.learned_version
+    assert [p["version"] for p in res["profiles"]] == [newer, older]
+    assert [p["active"] for p in res["profiles"]] == [True, False]
+    top = res["profiles"][0]
+    assert top["source"] == "trips" and top["timezone"] == "America/New_York"
+    assert (top["trips_on_map"], top["trained_from"], top["trained_until"]) == (5321, "2016-01-01", "2016-05-31")
+    assert list(top["holdout"]) == ["base", "global_factor", "class_least_squares", "edge_means", "gnn"]
+    assert top["holdout"]["gnn"] == {"trips": 812, "mape": pytest.approx(0.17), "median_ape": 0.12,
+                                     "mae_s": pytest.approx(12.0), "bias": pytest.approx(0.988),
+                                     "p10_p90_coverage": 0.79}  # fmt: skip
+    assert top["holdout"]["base"]["p10_p90_coverage"] is None
+    assert datetime.fromisoformat(top["created_at"]).tzinfo is not None
+
+    body = _body("profile-van", points[:5])
+    first = client.post("/v1/routes", json=body).json()
+    epoch = c.graph.snapshot.epoch
+    r = client.post("/v1/admin/travel-profile/activate", json={"version": older})
+    assert r.status_code == 200, r.text
+    res = r.json()
+    assert res["previous"] == newer and res["in_force"] == older == c.graph.snapshot.traffic.learned_version
+    assert res["traffic_epoch"] == epoch + 1 == c.graph.snapshot.epoch
+    assert [p["active"] for p in res["profiles"]] == [False, True]
+    again = client.post("/v1/routes", json=body).json()
+    assert (
+        again["cache"] == "miss"
+        and again["versions"]["traffic_epoch"] == epoch + 1 != first["versions"]["traffic_epoch"]
+    )
+
+    # back to the base model
+    r = client.post("/v1/admin/travel-profile/activate", json={"version": None})
+    assert r.status_code == 200, r.text
+    res = r.json()
+    assert res["in_force"] is None is c.graph.snapshot.traffic.learned_version
+    assert res["traffic_epoch"] == epoch + 2 and not any(p["active"] for p in res["profiles"])
+    assert client.get("/v1/admin/travel-profile").json()["in_force"] is None
+
+
+@pytest.mark.parametrize(
+    ("body", "status", "loc"),
+    [
+        ({"version": "000000000000"}, 404, ["body", "version"]),
+        ({}, 422, ["body", "version"]),
+        ({"version": 12}, 422, ["body", "version"]),
+        ({"version": ""}, 422, ["body", "version"]),
+        ({"version": None, "extra": 1}, 422, ["body", "extra"]),
+        (None, 422, ["body"]),
+    ],
+)
+def test_bad_profile_activations_are_refused(
+    app: tuple[TestClient, Container], body: dict[str, Any] | None, status: int, loc: list[str]
+) -> None:
+    client, c = app
+    epoch, in_force = c.graph.snapshot.epoch, c.graph.snapshot.traffic.learned_version
+    r = client.post("/v1/admin/travel-profile/activate", json=body)
+    assert r.status_code == status, r.text
+    detail = r.json()["detail"][0]
+    assert detail["loc"][: len(loc)] == loc
+    if status == 404:
+        assert detail["msg"] == "no learned travel-time profile '000000000000' for this map"
+    assert (c.graph.snapshot.epoch, c.graph.snapshot.traffic.learned_version) == (epoch, in_force)

@@ -22,7 +22,11 @@
   const state = {
     overview: null, network: null, drivers: [], requests: [], selected: null, selectedRequest: null,
     routes: new Map(), timer: null, inFlight: false, again: false, mode: null, pickEdge: null, bbox: null,
-    models: null, lastUpdate: null,
+    models: null, lastUpdate: null, profiles: null, profilesEpoch: null, profilesLoading: false,
+  };
+  const HOLDOUT_LABELS = {
+    base: "Base model", global_factor: "One global factor", class_least_squares: "Per road class (least squares)",
+    edge_means: "Per-road means", gnn: "GNN (learned profile)",
   };
 
   // -- HTTP -----------------------------------------------------------------------------------
@@ -104,7 +108,7 @@
     $("app-view").hidden = false;
     applyOverview(overview);
     scheduleDraw();
-    await Promise.all([loadNetwork(overview), loadModels()]);
+    await Promise.all([loadNetwork(overview), loadModels(), loadProfiles()]);
     await refresh();
     startPolling();
   }
@@ -159,6 +163,7 @@
       applyOverview(overview);
       applyDrivers(drivers.drivers);
       applyRequests(requests.requests);
+      if (overview.traffic && overview.traffic.epoch !== state.profilesEpoch) loadProfiles().catch(() => {});
       setLive(true, "live · updated " + clock(overview.now));
     } catch (err) {
       if (!(err instanceof AuthLost)) setLive(false, "update failed: " + err.message);
@@ -667,6 +672,123 @@
     }
   }
 
+  // -- travel times (learned profiles) -------------------------------------------------------
+
+  function day(iso) {
+    if (!iso) return "?";
+    return String(iso).slice(0, 10);
+  }
+
+  function pct1(value) {
+    return value === null || value === undefined ? "–" : `${(value * 100).toFixed(1)} %`;
+  }
+
+  function bias(ratio) {
+    if (ratio === null || ratio === undefined) return "–";
+    const d = Math.round((ratio - 1) * 1000) / 10;
+    return (d > 0 ? "+" : d < 0 ? "−" : "±") + Math.abs(d).toFixed(1) + " %";
+  }
+
+  async function loadProfiles() {
+    if (state.profilesLoading) return;
+    state.profilesLoading = true;
+    try {
+      const info = await api("/v1/admin/travel-profile");
+      state.profiles = info;
+      state.profilesEpoch = info.traffic_epoch;
+      applyProfiles(info);
+    } catch (err) {
+      if (err instanceof AuthLost) throw err;
+      if (err.status === 503) {
+        $("tp-count").textContent = "no map loaded";
+        return;
+      }
+      feedback("profile-feedback", "error", "Cannot read the travel-time profiles: " + err.message);
+    } finally {
+      state.profilesLoading = false;
+    }
+  }
+
+  function applyProfiles(info) {
+    const profiles = info.profiles || [];
+    const inForce = profiles.find((p) => p.version === info.in_force) || null;
+    // What the table shows: the profile in force, else the newest stored one.
+    const shown = inForce || profiles[0] || null;
+    $("tp-count").textContent = profiles.length ? `${profiles.length} stored profile${profiles.length === 1 ? "" : "s"}` : "";
+    $("tp-none").hidden = profiles.length > 0;
+    $("tp-facts").dataset.version = info.in_force || "";
+    if (inForce) {
+      $("tp-version").textContent = inForce.version;
+      $("tp-source").textContent = (inForce.source === "pings" ? "driver pings" : "real trips")
+        + (inForce.timezone ? ` · ${inForce.timezone}` : "");
+      $("tp-period").textContent = inForce.trained_from || inForce.trained_until
+        ? `${day(inForce.trained_from)} → ${day(inForce.trained_until)}` : "–";
+      $("tp-trips").textContent = inForce.trips_on_map === null || inForce.trips_on_map === undefined ? "–"
+        : Number(inForce.trips_on_map).toLocaleString("en-US") + " on this map";
+    } else {
+      $("tp-version").textContent = info.in_force ? info.in_force : "base model (none)";
+      for (const id of ["tp-source", "tp-period", "tp-trips"]) $(id).textContent = "–";
+    }
+
+    const select = $("tp-select");
+    const keep = select.dataset.touched === "1" ? select.value : null;
+    const options = profiles.map((p) => el("option", { value: p.version },
+      `${p.version} · ${day(p.created_at)}${p.version === info.in_force ? " (in force)" : ""}`));
+    options.push(el("option", { value: "" }, "base model (none)" + (info.in_force ? "" : " (in force)")));
+    select.replaceChildren(...options);
+    const wanted = keep !== null && [...select.options].some((o) => o.value === keep) ? keep
+      : (profiles.find((p) => p.version !== info.in_force) || { version: info.in_force ? "" : null }).version;
+    select.value = wanted === null || wanted === undefined ? (info.in_force || "") : wanted;
+    $("activate-profile").disabled = profiles.length === 0;
+
+    const body = $("tp-holdout");
+    const holdout = shown ? shown.holdout || {} : {};
+    const methods = Object.keys(holdout);
+    if (!methods.length) {
+      $("tp-eval-basis").textContent = "";
+      body.replaceChildren(el("tr", { class: "empty" }, el("td", { colspan: 5 },
+        shown ? "This profile has no evaluation on held-back trips." : "No evaluation yet.")));
+      return;
+    }
+    const trips = shown.holdout_trips || (holdout.gnn && holdout.gnn.trips);
+    $("tp-eval-basis").textContent = `· ${shown.version}${shown === inForce ? "" : " (not in force)"}`
+      + (trips ? ` · ${Number(trips).toLocaleString("en-US")} trips` : "")
+      + (shown.holdout_from ? ` from ${day(shown.holdout_from)}` : "");
+    body.replaceChildren(...methods.map((m) => {
+      const r = holdout[m];
+      return el("tr", { class: m === "gnn" ? "gnn" : null, "data-method": m },
+        el("td", {}, HOLDOUT_LABELS[m] || m),
+        el("td", { class: "num" }, pct1(r.median_ape)),
+        el("td", { class: "num" }, pct1(r.mape)),
+        el("td", { class: "num", title: r.bias === null || r.bias === undefined ? null
+          : `median of predicted / actual time: ${num(r.bias, 3)}` }, bias(r.bias)),
+        el("td", { class: "num" }, pct1(r.p10_p90_coverage)));
+    }));
+  }
+
+  async function activateProfile(event) {
+    event.preventDefault();
+    const select = $("tp-select");
+    const version = select.value || null;
+    const button = $("activate-profile");
+    button.disabled = true;
+    feedback("profile-feedback", "busy", version ? `Switching to ${version}…` : "Switching to the base model…");
+    try {
+      const res = await api("/v1/admin/travel-profile/activate", { method: "POST", body: { version } });
+      select.dataset.touched = "0";
+      state.profiles = res;
+      state.profilesEpoch = res.traffic_epoch;
+      applyProfiles(res);
+      feedback("profile-feedback", "ok", `Travel times now from ${res.in_force ? "profile " + res.in_force : "the base model"}`
+        + ` (traffic epoch ${res.traffic_epoch}). Routes requested from now on use them.`);
+      await refresh();
+    } catch (err) {
+      if (!(err instanceof AuthLost)) feedback("profile-feedback", "error", "Switch refused: " + err.message);
+    } finally {
+      button.disabled = !(state.profiles && state.profiles.profiles && state.profiles.profiles.length);
+    }
+  }
+
   // -- map: data ------------------------------------------------------------------------------
 
   const proj = { lat0: 0, lon0: 0, mx: 1 };
@@ -1155,6 +1277,8 @@
     $("flush").addEventListener("click", flushCache);
     $("traffic-form").addEventListener("submit", applyTraffic);
     $("model-form").addEventListener("submit", activateModel);
+    $("profile-form").addEventListener("submit", activateProfile);
+    $("tp-select").addEventListener("change", () => { $("tp-select").dataset.touched = "1"; });
     $("replan").addEventListener("click", replanSelected);
     $("pick-road").addEventListener("click", () => setMode(state.mode === "pick-road" ? null : "pick-road"));
     $("draw-area").addEventListener("click", () => setMode(state.mode === "draw-area" ? null : "draw-area"));
