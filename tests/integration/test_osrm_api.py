@@ -375,7 +375,7 @@ def test_unknown_service_path(client: TestClient) -> None:
         "/route/v1/driving/24.9384,60.1699;24.95,60.175/extra",
         "/route/v1/dr!ving/24.9384,60.1699;24.95,60.175",
         "/trip/v1/driving",
-        "/match/v1/driving/24.9384,60.1699;24.95,60.175",
+        "/match/v2/driving/24.9384,60.1699;24.95,60.175",
     ],
 )
 def test_malformed_osrm_urls(client: TestClient, path: str) -> None:
