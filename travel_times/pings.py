@@ -6,7 +6,8 @@ than ``GAP_S`` apart (the app was off, or the driver parked); pings at a time al
 dropped. Each trace is matched (``graph_store.map_matching.match_trace``) and its matched path, in
 driving order, becomes edge traversals. Standing still is not travel time: a stretch between two
 fixes driven slower than ``STOP_SPEED_MPS`` (a delivery stop, a parked car with GPS jitter) ends
-the pseudo-trip being built and is left out; so does any traversal that slow. Traversals are then
+the pseudo-trip being built and is left out, with the stretches just before and after it (part
+driving, part standing, in proportions the fixes do not tell); so does any traversal that slow. Traversals are then
 grouped into windows of about ``window_s`` seconds of driving; a window with ``min_edges`` edge
 pieces or more and ``MIN_TRIP_S`` seconds or more is a trip: its coverage row holds the share of
 each edge it drove, its duration the time from entering the first piece to leaving the last, its
@@ -141,7 +142,8 @@ def _moving_traversals(graph: RoadGraph, m: SubMatching) -> list[_Traversal | No
 
     Built from the matching's pieces (one per edge between two consecutive fixes) rather than its
     merged traversals, so that a stop in the middle of an edge does not hide inside that edge's
-    traversal: a stretch between two fixes driven slower than ``STOP_SPEED_MPS`` is a stop."""
+    traversal: a stretch between two fixes driven slower than ``STOP_SPEED_MPS`` is a stop, and the
+    stretches just before and after it are left out with it."""
     p = m.pieces
     n_legs = len(m.points) - 1
     if p.edge.size == 0 or n_legs < 1:
@@ -150,11 +152,16 @@ def _moving_traversals(graph: RoadGraph, m: SubMatching) -> list[_Traversal | No
     leg_m = np.bincount(p.leg, weights=p.length_m, minlength=n_legs)
     leg_s = np.diff(fix_t)
     stopped = leg_m < STOP_SPEED_MPS * leg_s
+    # The stretches next to a stop hold part of it (the vehicle stopped, or left, between the fixes):
+    # their time cannot be split between driving and standing, so they are left out as well.
+    near = stopped.copy()
+    near[1:] |= stopped[:-1]
+    near[:-1] |= stopped[1:]
     lengths = graph.edge_length_m.tolist()
     out: list[_Traversal | None] = []
     for leg, e, f0, f1, t0, t1, part_m in zip(p.leg.tolist(), p.edge.tolist(), p.f0.tolist(), p.f1.tolist(),
                                               p.t0.tolist(), p.t1.tolist(), p.length_m.tolist(), strict=True):  # fmt: skip
-        if stopped[leg]:
+        if near[leg]:
             if out and out[-1] is not None:
                 out.append(None)
             continue
