@@ -85,7 +85,10 @@ def run(args: argparse.Namespace, repo: MapRepository, active: MapInfo) -> dict[
         except ValueError:
             raise LearnError(f"--since: not an ISO time: {args.since!r}") from None
         tz = args.timezone or "UTC"
-        trips = ping_trips(repo.engine, graph, since, tz)
+        try:
+            trips = ping_trips(repo.engine, graph, since, tz)
+        except ValueError as exc:
+            raise LearnError(str(exc)) from None
         source = "pings"
     try:
         result = _learn(learn_profile, graph, trips, args, source)
