@@ -11,7 +11,8 @@ bucket of the week exactly as the service applies them.
 
 Methods side by side in one run: the service before learning ("base": speeds plus time lost
 at controls), one global factor, per-road-class least squares x hour, per-edge historical
-means x hour, the GNN; and OSRM's car profile on the same map (``osrm-routed`` from the
+means x hour, the GNN as shipped (3 seeds averaged, recent trips weighted more) and one GNN
+with all trips weighted the same (ablation); and OSRM's car profile on the same map (``osrm-routed`` from the
 ``osrm-bindings`` wheel in a bench-only Python 3.12 venv, ``make osrm-venv``).
 
 Also: the learned profile exported to ONNX (parity with torch), and ``/table`` 100x100
@@ -115,6 +116,10 @@ def main() -> None:
     print(f"trips: {prep.read} read, {prep.cleaned} clean, {len(prep.paths)} on the map; "
           f"train {train.size} (< {args.test_from}), test {test.size}", flush=True)  # fmt: skip
     fitted = fit_methods(prep, train, seed=args.seed, max_epochs=args.max_epochs)
+    # Ablation: one GNN, every training trip weighing the same (what the ensemble and recency add).
+    single = fit_methods(prep, train, seed=args.seed, max_epochs=args.max_epochs, methods=("gnn",), members=1,
+                         half_life_days=None)["gnn"]  # fmt: skip
+    fitted["gnn_single_unweighted"] = single
     results = evaluate(prep, fitted, test)
     actual = prep.batch.duration_s[test]
     if not args.no_osrm:

@@ -101,7 +101,9 @@ def run(args: argparse.Namespace, repo: MapRepository, active: MapInfo) -> dict[
             "metrics": result.metrics}  # fmt: skip
 
 
-def _learn(learn_profile: Any, graph: RoadGraph, trips: Trips | TripPaths, args: argparse.Namespace, source: str) -> Any:
+def _learn(
+    learn_profile: Any, graph: RoadGraph, trips: Trips | TripPaths, args: argparse.Namespace, source: str
+) -> Any:
     return learn_profile(graph, trips, holdout_share=args.holdout_share, seed=args.seed, max_epochs=args.max_epochs,
                          source=source)  # fmt: skip
 

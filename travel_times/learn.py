@@ -7,7 +7,7 @@ trip paths are the fastest paths under the base model, fixed before learning.
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any
 
@@ -17,7 +17,7 @@ from gnn_model.eta import baselines
 from gnn_model.eta.evaluation import breakdown, scores
 from gnn_model.eta.export import export_onnx, onnx_multipliers, torch_multipliers, version_of
 from gnn_model.eta.features import EdgeInputs, edge_inputs
-from gnn_model.eta.model import EtaGnn, minute_of_week
+from gnn_model.eta.model import EtaEnsemble, EtaGnn, minute_of_week
 from gnn_model.eta.training import FitReport, TripBatch, fit_gnn, predict_trips
 from gnn_model.eta.trips import Trips, clean_mask
 from graph_store.road_rules import ROAD_CLASSES
@@ -28,6 +28,9 @@ from travel_times.dataset import TripPaths, trip_paths
 
 # Paths are taken at a quiet hour under the base model (no learned profile, no live traffic).
 _PATH_TIME = datetime(2016, 1, 4, 3, 0)
+# GNNs trained from different seeds and averaged: one run's luck moves the errors by ~1 point.
+MEMBERS = 3
+HALF_LIFE_DAYS: float | None = 60.0
 METHODS = ("base", "global_factor", "class_least_squares", "edge_means", "gnn")
 
 
@@ -81,12 +84,22 @@ class Fitted:
     multipliers: Any
     seconds: float
     report: FitReport | None = None
-    model: EtaGnn | None = None
+    model: EtaGnn | EtaEnsemble | None = None
+
+
+def recency_weights(pickup_at: np.ndarray, half_life_days: float | None) -> np.ndarray | None:
+    """Weight of each trip in the GNN's loss: halved every ``half_life_days`` back from the latest trip
+    (streets slow down with the seasons; the latest months say most about the next)."""
+    if half_life_days is None:
+        return None
+    age_days = (pickup_at.max() - pickup_at).astype("timedelta64[s]").astype(np.float64) / 86400.0
+    return np.power(0.5, age_days / half_life_days)
 
 
 def fit_methods(prep: Prepared, train: np.ndarray, *, seed: int = 0, max_epochs: int = 400,
-                methods: tuple[str, ...] = METHODS) -> dict[str, Fitted]:  # fmt: skip
-    """Every method in ``methods`` fitted on the trips ``train`` (indices into ``prep``)."""
+                methods: tuple[str, ...] = METHODS, members: int = MEMBERS,
+                half_life_days: float | None = HALF_LIFE_DAYS) -> dict[str, Fitted]:  # fmt: skip
+    """Every method in ``methods`` fitted on the trips ``train`` (indices into ``prep``, in time order)."""
     tb = prep.batch.take(train)
     out: dict[str, Fitted] = {}
     e = prep.base_s.size
@@ -106,7 +119,9 @@ def fit_methods(prep: Prepared, train: np.ndarray, *, seed: int = 0, max_epochs:
             out[name] = Fitted(name, lambda b, m=m: m.predict(b, prep.base_s), m.at, time.perf_counter() - t0)
     if "gnn" in methods:
         order = np.arange(len(train))  # ``train`` is given in time order
-        model, report = fit_gnn(prep.inputs, prep.base_s, tb, order=order, seed=seed, max_epochs=max_epochs)
+        weighted = replace(tb, weight=recency_weights(prep.paths.trips.pickup_at[train], half_life_days))
+        model, report = fit_gnn(prep.inputs, prep.base_s, weighted, order=order, seed=seed, max_epochs=max_epochs,
+                                members=members)  # fmt: skip
         out["gnn"] = Fitted("gnn", lambda b: predict_trips(model, prep.inputs, prep.base_s, b),
                             lambda minutes: torch_multipliers(model, prep.inputs, minutes), report.seconds,
                             report, model)  # fmt: skip
@@ -149,7 +164,8 @@ class LearnedResult:
 
 
 def learn_profile(graph: RoadGraph, trips: Trips | TripPaths, *, holdout_share: float = 0.15, seed: int = 0,
-                  max_epochs: int = 400, source: str = "trips") -> LearnedResult:  # fmt: skip
+                  max_epochs: int = 400, source: str = "trips", members: int = MEMBERS,
+                  half_life_days: float | None = HALF_LIFE_DAYS) -> LearnedResult:  # fmt: skip
     """Evaluate on the latest ``holdout_share`` of the trips (trained on the earlier ones), then
     train on all of them and export the profile to ONNX (parity with torch checked)."""
     prep = prepare(graph, trips)
@@ -158,10 +174,13 @@ def learn_profile(graph: RoadGraph, trips: Trips | TripPaths, *, holdout_share: 
     order = np.argsort(prep.paths.trips.pickup_at, kind="stable")
     n_hold = max(1, int(len(order) * holdout_share))
     train, hold = order[:-n_hold], order[-n_hold:]
-    fitted = fit_methods(prep, train, seed=seed, max_epochs=max_epochs)
+    fitted = fit_methods(prep, train, seed=seed, max_epochs=max_epochs, members=members,
+                         half_life_days=half_life_days)  # fmt: skip
     evaluation = evaluate(prep, fitted, hold)
-    final, report = fit_gnn(prep.inputs, prep.base_s, prep.batch.take(order), order=np.arange(order.size),
-                            seed=seed, max_epochs=max_epochs)  # fmt: skip
+    everything = prep.batch.take(order)
+    everything = replace(everything, weight=recency_weights(prep.paths.trips.pickup_at[order], half_life_days))
+    final, report = fit_gnn(prep.inputs, prep.base_s, everything, order=np.arange(order.size),
+                            seed=seed, max_epochs=max_epochs, members=members)  # fmt: skip
     onnx_model = export_onnx(final, prep.inputs)
     probe = np.arange(0.0, 7 * 1440.0, 360.0) + 7.5
     parity = float(np.max(np.abs(onnx_multipliers(onnx_model, probe) - torch_multipliers(final, prep.inputs, probe))))
@@ -175,6 +194,6 @@ def learn_profile(graph: RoadGraph, trips: Trips | TripPaths, *, holdout_share: 
         "holdout_from": str(prep.paths.trips.pickup_at[hold].min()), "holdout_trips": int(hold.size),
         "holdout": {k: {kk: vv for kk, vv in v.items() if not kk.startswith("by_")} for k, v in evaluation.items()},
         "epochs": report.epochs, "fit_s": round(report.seconds, 1), "onnx_parity_max_abs": parity,
-        "edges": int(prep.base_s.size), "seed": seed,
+        "edges": int(prep.base_s.size), "seed": seed, "members": members, "half_life_days": half_life_days,
     }  # fmt: skip
     return LearnedResult(version_of(onnx_model), onnx_model, metrics)

@@ -11,12 +11,12 @@ import numpy as np
 import torch
 
 from gnn_model.eta.features import EdgeInputs
-from gnn_model.eta.model import EtaExport, EtaGnn
+from gnn_model.eta.model import EtaEnsemble, EtaExport, EtaGnn
 
 OPSET = 17
 
 
-def export_onnx(model: EtaGnn, inputs: EdgeInputs) -> bytes:
+def export_onnx(model: EtaGnn | EtaEnsemble, inputs: EdgeInputs) -> bytes:
     wrapper = EtaExport(model, inputs.x, inputs.edge_index, inputs.in_norm, inputs.out_norm).eval()
     with tempfile.TemporaryDirectory(prefix="eta-onnx-") as tmp, torch.no_grad():
         path = Path(tmp) / "eta.onnx"
@@ -28,7 +28,7 @@ def export_onnx(model: EtaGnn, inputs: EdgeInputs) -> bytes:
         return path.read_bytes()
 
 
-def torch_multipliers(model: EtaGnn, inputs: EdgeInputs, minutes: np.ndarray) -> np.ndarray:
+def torch_multipliers(model: EtaGnn | EtaEnsemble, inputs: EdgeInputs, minutes: np.ndarray) -> np.ndarray:
     wrapper = EtaExport(model, inputs.x, inputs.edge_index, inputs.in_norm, inputs.out_norm).eval()
     with torch.no_grad():
         return wrapper(torch.from_numpy(np.asarray(minutes, dtype=np.float32))).numpy()

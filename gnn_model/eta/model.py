@@ -113,6 +113,12 @@ class EtaGnn(nn.Module):
         hi = mid + nn.functional.softplus(raw[..., 2]) + 1e-3
         return torch.stack([lo, mid, hi], dim=-1)
 
+    def log_multipliers_at(self, x: Tensor, edge_index: Tensor, in_norm: Tensor, out_norm: Tensor, edge: Tensor,
+                           t: Tensor) -> Tensor:  # fmt: skip
+        """Log multipliers [K, 3] of edges ``edge`` [K] at time features ``t`` [K, F]."""
+        h = self.edge_embedding(x, edge_index, in_norm, out_norm)
+        return self.head_out(h.index_select(0, edge), t)
+
     def forward(self, x: Tensor, edge_index: Tensor, in_norm: Tensor, out_norm: Tensor, minutes: Tensor) -> Tensor:
         """Multipliers of every edge at each of T moments (minutes of the week) [T]: [T, E, 3] (exp applied)."""
         h = self.edge_embedding(x, edge_index, in_norm, out_norm)
@@ -123,10 +129,29 @@ class EtaGnn(nn.Module):
         return torch.exp(self.head_out(hh, tt))
 
 
+class EtaEnsemble(nn.Module):
+    """Several EtaGnn trained from different seeds: their log multipliers averaged (the geometric mean
+    of the multipliers), which takes out most of one training run's luck."""
+
+    def __init__(self, members: list[EtaGnn]) -> None:
+        super().__init__()
+        self.members = nn.ModuleList(members)
+        self.config = members[0].config
+
+    def log_multipliers_at(self, x: Tensor, edge_index: Tensor, in_norm: Tensor, out_norm: Tensor, edge: Tensor,
+                           t: Tensor) -> Tensor:  # fmt: skip
+        outs = [m.log_multipliers_at(x, edge_index, in_norm, out_norm, edge, t) for m in self.members]  # type: ignore[operator]
+        return torch.stack(outs).mean(dim=0)
+
+    def forward(self, x: Tensor, edge_index: Tensor, in_norm: Tensor, out_norm: Tensor, minutes: Tensor) -> Tensor:
+        logs = [torch.log(m(x, edge_index, in_norm, out_norm, minutes)) for m in self.members]
+        return torch.exp(torch.stack(logs).mean(dim=0))
+
+
 class EtaExport(nn.Module):
     """The model with one map's edge inputs baked in: minutes of the week [T] -> multipliers [T, E, 3]."""
 
-    def __init__(self, model: EtaGnn, x: np.ndarray, edge_index: np.ndarray, in_norm: np.ndarray,
+    def __init__(self, model: EtaGnn | EtaEnsemble, x: np.ndarray, edge_index: np.ndarray, in_norm: np.ndarray,
                  out_norm: np.ndarray) -> None:  # fmt: skip
         super().__init__()
         self.model = model

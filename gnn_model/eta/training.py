@@ -17,7 +17,7 @@ import numpy as np
 import torch
 
 from gnn_model.eta.features import EdgeInputs
-from gnn_model.eta.model import QUANTILES, EtaConfig, EtaGnn, time_features
+from gnn_model.eta.model import QUANTILES, EtaConfig, EtaEnsemble, EtaGnn, time_features
 
 
 @dataclass(frozen=True)
@@ -29,6 +29,7 @@ class TripBatch:
     share: np.ndarray
     minutes: np.ndarray  # float32 [N]: minute of the week (local) of each trip's departure
     duration_s: np.ndarray  # [N]
+    weight: np.ndarray | None = None  # [N] per-trip loss weight (None: all 1)
 
     def __len__(self) -> int:
         return int(self.duration_s.size)
@@ -39,7 +40,7 @@ class TripBatch:
         remap[idx] = np.arange(idx.size)
         keep = remap[self.row] >= 0
         return TripBatch(remap[self.row[keep]], self.edge[keep], self.share[keep], self.minutes[idx],
-                         self.duration_s[idx])  # fmt: skip
+                         self.duration_s[idx], None if self.weight is None else self.weight[idx])  # fmt: skip
 
 
 @dataclass
@@ -55,7 +56,7 @@ def _tensors(inputs: EdgeInputs) -> tuple[torch.Tensor, torch.Tensor, torch.Tens
             torch.from_numpy(inputs.out_norm))  # fmt: skip
 
 
-def predict_trips(model: EtaGnn, inputs: EdgeInputs, base_s: np.ndarray, trips: TripBatch) -> np.ndarray:
+def predict_trips(model: EtaGnn | EtaEnsemble, inputs: EdgeInputs, base_s: np.ndarray, trips: TripBatch) -> np.ndarray:
     """Predicted durations [N, 3] (p10, p50, p90) in seconds."""
     model.eval()
     with torch.no_grad():
@@ -75,11 +76,13 @@ def _trip_log_pred(
     return torch.log(total.clamp_min(1e-3))
 
 
-def _loss(log_pred: torch.Tensor, log_true: torch.Tensor) -> torch.Tensor:
+def _loss(log_pred: torch.Tensor, log_true: torch.Tensor, weight: torch.Tensor | None = None) -> torch.Tensor:
     loss = torch.zeros(())
     for k, q in enumerate(QUANTILES):
         diff = log_true - log_pred[:, k]
-        loss = loss + torch.maximum(q * diff, (q - 1) * diff).mean() * (2.0 if q == 0.5 else 1.0)
+        pin = torch.maximum(q * diff, (q - 1) * diff)
+        mean = pin.mean() if weight is None else (pin * weight).sum() / weight.sum()
+        loss = loss + mean * (2.0 if q == 0.5 else 1.0)
     return loss
 
 
@@ -87,12 +90,13 @@ def _train(model: EtaGnn, tensors: tuple[torch.Tensor, ...], base: torch.Tensor,
            val: TripBatch | None, lr: float, weight_decay: float) -> FitReport:  # fmt: skip
     opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
     log_train = torch.from_numpy(np.log(train.duration_s).astype(np.float32))
+    weight = None if train.weight is None else torch.from_numpy(train.weight.astype(np.float32))
     log_val = torch.from_numpy(np.log(val.duration_s).astype(np.float32)) if val is not None else None
     report = FitReport(epochs=epochs, best_val_loss=float("inf"))
     for epoch in range(1, epochs + 1):
         model.train()
         opt.zero_grad()
-        loss = _loss(_trip_log_pred(model, tensors, base, train), log_train)
+        loss = _loss(_trip_log_pred(model, tensors, base, train), log_train, weight)
         loss.backward()
         opt.step()
         if val is not None and log_val is not None and (epoch % 10 == 0 or epoch == epochs):
@@ -117,8 +121,11 @@ def fit_gnn(
     config: EtaConfig | None = None,
     lr: float = 3e-3,
     weight_decay: float = 1e-3,
-) -> tuple[EtaGnn, FitReport]:
-    """Fit on ``trips``; ``order`` sorts them by time (the last ``val_share`` picks the epochs)."""
+    members: int = 1,
+) -> tuple[EtaGnn | EtaEnsemble, FitReport]:
+    """Fit on ``trips``; ``order`` sorts them by time (the last ``val_share`` picks the epochs). With
+    ``members`` > 1, that many models (seeds ``seed``, ``seed + 1``, ...) are trained on all the trips
+    for those epochs and averaged."""
     import time
 
     started = time.perf_counter()
@@ -130,9 +137,11 @@ def fit_gnn(
     probe = EtaGnn(cfg)
     report = _train(probe, tensors, base, trips.take(order[: len(order) - n_val]), max_epochs,
                     trips.take(order[len(order) - n_val :]), lr, weight_decay)  # fmt: skip
-    torch.manual_seed(seed)
-    model = EtaGnn(cfg)
-    _train(model, tensors, base, trips, report.epochs, None, lr, weight_decay)
-    model.eval()
+    trained = []
+    for k in range(max(1, members)):
+        torch.manual_seed(seed + k)
+        model = EtaGnn(cfg)
+        _train(model, tensors, base, trips, report.epochs, None, lr, weight_decay)
+        trained.append(model.eval())
     report.seconds = time.perf_counter() - started
-    return model, report
+    return (trained[0] if len(trained) == 1 else EtaEnsemble(trained).eval()), report
