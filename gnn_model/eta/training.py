@@ -64,13 +64,13 @@ def predict_trips(model: EtaGnn | EtaEnsemble, inputs: EdgeInputs, base_s: np.nd
 
 
 def _trip_log_pred(
-    model: EtaGnn, tensors: tuple[torch.Tensor, ...], base: torch.Tensor, trips: TripBatch
+    model: EtaGnn | EtaEnsemble, tensors: tuple[torch.Tensor, ...], base: torch.Tensor, trips: TripBatch
 ) -> torch.Tensor:
-    h = model.edge_embedding(*tensors)
     row = torch.from_numpy(trips.row)
     edge = torch.from_numpy(trips.edge)
     t = time_features(torch.from_numpy(trips.minutes))
-    log_mult = model.head_out(h.index_select(0, edge), t.index_select(0, row))
+    x, edge_index, in_norm, out_norm = tensors
+    log_mult = model.log_multipliers_at(x, edge_index, in_norm, out_norm, edge, t.index_select(0, row))
     contrib = (torch.from_numpy(trips.share.astype(np.float32)) * base.index_select(0, edge)).unsqueeze(-1)
     total = torch.zeros(len(trips), 3).index_add(0, row, contrib * torch.exp(log_mult))
     return torch.log(total.clamp_min(1e-3))
