@@ -554,10 +554,7 @@ def test_travel_times_panel_shows_and_switches_learned_profiles(
     panel.screenshot(path=str(path))
     with capsys.disabled():
         print(f"\nscreenshot: {path}")
-    docs = os.environ.get("ROUTING_DOCS_TRAVEL_SCREENSHOT")
-    if docs:
-        (REPO / docs).parent.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(path, REPO / docs)
+    # The README's screenshot of this panel shows a real profile: bench/admin_travel_screenshot.py makes it.
 
     # and back to the base model
     page.select_option("#tp-select", "")
