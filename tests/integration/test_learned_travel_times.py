@@ -188,3 +188,52 @@ def test_trip_reader_reads_both_formats(tmp_path: Path) -> None:
         bad.write_text(kaggle.read_text().replace("486", "x"))
         read_trips(bad, "nyc-kaggle")
     assert datetime.now(UTC)  # keep the import used
+
+
+def test_a_running_service_picks_up_a_profile_stored_by_another_process(
+    tmp_path: Path, helsinki_path: Path, model_dir: Path
+) -> None:
+    """`routing serve` in its own process: a profile stored by this process (as `routing traffic learn`
+    does) is in force in the service's next answers, through the traffic epoch it polls."""
+    import time
+
+    import httpx
+
+    from gnn_model.eta.export import export_onnx, version_of
+    from gnn_model.eta.model import EtaConfig, EtaGnn
+    from graph_store.repository import MapRepository, make_engine
+    from tests.integration.test_replay_service import running_service
+    from travel_times.learn import edge_model_inputs
+
+    with running_service(tmp_path, helsinki_path, model_dir) as svc:
+        repo = MapRepository(make_engine(svc.db_url))
+        active = repo.active_map()
+        assert active is not None
+        graph = RoadGraph(repo.load_network(active.id), map_version=active.id)
+        inputs, _, _ = edge_model_inputs(graph)
+        onnx_model = export_onnx(EtaGnn(EtaConfig(edge_features=int(inputs.x.shape[1]))).eval(), inputs)
+        version = version_of(onnx_model)
+        net = graph.network
+        url = f"{svc.url}/route/v1/driving/{net.node_lon[3]},{net.node_lat[3]};{net.node_lon[400]},{net.node_lat[400]}"
+        before = httpx.get(url, params={"overview": "false"}, headers=svc.headers()).json()
+        assert before["travel_profile"] is None
+        repo.save_learned_profile(active.id, version, onnx_model, {"holdout": {}}, source="trips", timezone="UTC")
+        deadline = time.monotonic() + 30
+        seen = None
+        while time.monotonic() < deadline:
+            seen = httpx.get(url, params={"overview": "false"}, headers=svc.headers()).json()["travel_profile"]
+            if seen == version:
+                break
+            time.sleep(0.5)
+        assert seen == version
+        repo.engine.dispose()
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from routing_api.model_service import ensure_compiled
+    from routing_api.model_training import CHECKPOINT
+
+    path = tmp_path_factory.mktemp("models")
+    ensure_compiled(CHECKPOINT, path)
+    return path
