@@ -31,7 +31,7 @@ import numpy as np
 from routing_core import fleet as F
 
 _FORBIDDEN = 10**9  # seconds / metres on an edge a vehicle may not take
-_COST_SCALE = 1  # PyVRP costs are integers: cost units (per second of working time by default)
+_COST_SCALE = 1000  # PyVRP costs are integers: thousandths of a cost unit
 
 
 class UnsupportedProblem(ValueError):
@@ -112,8 +112,8 @@ def solve_fleet(problem: F.FleetProblem, time_limit_s: float = 1.0, seed: int = 
         duration_cap = shift_left if working_left is None else min(shift_left, working_left)
         vehicle_types.append(pyvrp.VehicleType(
             num_available=1, capacity=_amount(v.capacity, dims), start_depot=len(depots) - 2, end_depot=len(depots) - 1,
-            fixed_cost=round(v.fixed_cost * _COST_SCALE), tw_early=int(max(v.shift.start, t)), tw_late=int(v.shift.end),
-            shift_duration=int(max(0, duration_cap)), unit_distance_cost=round(v.cost_per_km),
+            fixed_cost=round(v.fixed_cost * _COST_SCALE), tw_early=int(max(v.shift.start, t)), tw_late=_clip(v.shift.end),
+            shift_duration=_clip(max(0.0, duration_cap)), unit_distance_cost=round(v.cost_per_km * _COST_SCALE / 1000),
             unit_duration_cost=round(v.cost_per_hour * _COST_SCALE / 3600),
             profile=skill_sets.index(v.skills), initial_load=_amount(load, dims), name=v.id,
         ))  # fmt: skip
@@ -133,7 +133,7 @@ def solve_fleet(problem: F.FleetProblem, time_limit_s: float = 1.0, seed: int = 
             loc_of.append(j.location)
             clients.append(pyvrp.Client(
                 location=len(loc_of) - 1, delivery=_amount(j.delivery, dims), pickup=_amount(j.pickup, dims),
-                service_duration=round(j.service_s + j.setup_s), tw_early=int(w.start), tw_late=int(w.end),
+                service_duration=round(j.service_s + j.setup_s), tw_early=_clip(w.start), tw_late=_clip(w.end),
                 prize=big_prize + big_prize * j.priority // 100, required=False, group=group, name=j.id,
             ))  # fmt: skip
             client_skills.append(j.skills)
@@ -149,9 +149,9 @@ def solve_fleet(problem: F.FleetProblem, time_limit_s: float = 1.0, seed: int = 
         pw = s.pickup.windows[0] if s.pickup.windows else F.TimeWindow(0.0, float(2**40))
         dw = s.delivery.windows[0] if s.delivery.windows else F.TimeWindow(0.0, float(2**40))
         ships.append(pyvrp.Shipment(
-            pickup_location=p_loc, delivery_location=d_loc, pickup_tw_early=int(pw.start), pickup_tw_late=int(pw.end),
+            pickup_location=p_loc, delivery_location=d_loc, pickup_tw_early=int(pw.start), pickup_tw_late=_clip(pw.end),
             pickup_service_duration=round(s.pickup.service_s + s.pickup.setup_s),
-            delivery_tw_early=int(dw.start), delivery_tw_late=int(dw.end),
+            delivery_tw_early=int(dw.start), delivery_tw_late=_clip(dw.end),
             delivery_service_duration=round(s.delivery.service_s + s.delivery.setup_s),
             amount=_amount(s.amount, dims), prize=big_prize + big_prize * s.priority // 100, required=False, name=s.id,
         ))  # fmt: skip
@@ -211,18 +211,27 @@ def solve_fleet(problem: F.FleetProblem, time_limit_s: float = 1.0, seed: int = 
     return FleetResult(plan, evaluation, reasons, time.perf_counter() - started)
 
 
+def _clip(t: float) -> int:
+    """A time for the engine: whole seconds, "never" (inf) as a far horizon."""
+    return int(min(t, 2.0**50))
+
+
 def _amount(values: tuple[int, ...], dims: int) -> list[int]:
     out = list(values) + [0] * (dims - len(values))
     return [int(v) for v in out[:dims]]
 
 
 def _prize_scale(problem: F.FleetProblem) -> int:
-    """A prize above what serving one more order can cost (two longest edges and a whole shift of
-    waiting), so the engine leaves an order out only when it cannot fit; priorities raise it up to 2x."""
+    """A prize above what serving one more order can cost (a detour of two longest edges and a whole
+    shift of waiting), so the engine leaves an order out only when it cannot fit; priorities raise it up
+    to 2x."""
     dur = np.asarray(problem.durations, dtype=np.float64)
-    longest = float(np.max(dur[np.isfinite(dur)])) if dur.size else 0.0
-    shift = max((v.cost_per_hour * _COST_SCALE / 3600) * (v.shift.end - v.shift.start) for v in problem.vehicles)
-    return int(2 * longest * max(v.cost_per_hour / 3600 for v in problem.vehicles) + shift + 1)
+    dist = np.asarray(problem.distances if problem.distances is not None else np.zeros_like(dur), dtype=np.float64)
+    per_s = max(v.cost_per_hour * _COST_SCALE / 3600 for v in problem.vehicles)
+    per_m = max(v.cost_per_km * _COST_SCALE / 1000 for v in problem.vehicles)
+    shift = max(v.shift.end - v.shift.start for v in problem.vehicles)
+    shift = shift if np.isfinite(shift) else float(dur.sum())
+    return int(2 * (float(dur.max(initial=0.0)) * per_s + float(dist.max(initial=0.0)) * per_m) + shift * per_s + 1)
 
 
 def _locked_prefix(problem: F.FleetProblem, v: F.Vehicle, state: F.VehicleState | None

@@ -193,6 +193,17 @@ def cmd_traffic(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_dispatch(args: argparse.Namespace) -> int:
+    from dispatch import cli as dispatch_cli
+
+    try:
+        out = dispatch_cli.run(args)
+    except dispatch_cli.DispatchError as exc:
+        raise CliError(str(exc)) from None
+    print(dispatch_cli.format_json(out) if args.json else dispatch_cli.format_text(out))
+    return 0
+
+
 def cmd_train(args: argparse.Namespace) -> int:
     from routing_api.model_training import CHECKPOINT, TrainingPlan, run_training
 
@@ -400,6 +411,11 @@ def build_parser() -> argparse.ArgumentParser:
     prof.add_argument("file")
     learn_cli.add_arguments(tsub)
     traffic.set_defaults(func=cmd_traffic)
+
+    from dispatch import cli as dispatch_cli
+
+    dispatch_cli.add_arguments(sub)
+    sub.choices["dispatch"].set_defaults(func=cmd_dispatch)
 
     train = sub.add_parser("train", help="train the edge-scoring GNN and write its checkpoint")
     train.add_argument("--seed", type=int, default=0)
